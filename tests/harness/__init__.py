@@ -1,0 +1,1 @@
+"""Helpers that start REAL services on loopback for tests (no mocks): see services.py."""
