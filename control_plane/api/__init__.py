@@ -1,0 +1,1 @@
+"""HTTP routers of the management API. Thin: parse, authenticate, call a service, shape the response."""

@@ -1,0 +1,44 @@
+"""The control-plane FastAPI app factory.
+
+The lifespan creates ONE Redis pool (shared.redis_client.create_redis) and the Runtime around it. Creating the
+pool does not connect, so the app starts while Redis is down and `/health` reports 503 until it is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shared.config import Settings, load_settings
+from shared.redis_client import create_redis
+
+from .api import error_handlers, health, proxies, routes, tokens
+from .runtime import Runtime
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    resolved = settings if settings is not None else load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = create_redis(resolved)
+        app.state.runtime = Runtime.build(resolved, redis)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = FastAPI(
+        title="mcp-http-proxy control plane",
+        version="0.1.0",
+        description="Management API: API tokens, proxy targets and routes. All state lives in Redis.",
+        lifespan=lifespan,
+    )
+    error_handlers.install(app)
+    app.include_router(health.router)
+    app.include_router(tokens.router)
+    app.include_router(proxies.router)
+    app.include_router(routes.router)
+    return app

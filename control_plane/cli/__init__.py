@@ -1,0 +1,1 @@
+"""`mhp`: the command-line client of the management API (argparse + httpx + rich)."""

@@ -1,0 +1,101 @@
+"""Where the CLI finds the API and how it talks to it.
+
+Resolution order for the URL: --url, MHP_API_URL in the environment, MHP_API_URL in the env file, then
+http://127.0.0.1:$API_PORT (settings). For the token: --token, MHP_TOKEN (environment, then env file), then
+ADMIN_TOKEN (settings, which reads the env file). API errors become `ApiError` with one readable line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from dotenv import dotenv_values
+
+from shared.config import env_file_path, load_settings
+
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+class CliError(Exception):
+    """Anything the CLI reports as one line on stderr; `exit_code` is the process status."""
+
+    exit_code = 1
+
+
+class ApiError(CliError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class ConnectionFailed(CliError):
+    exit_code = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    url: str
+    token: str
+
+
+def resolve_endpoint(url: str | None, token: str | None) -> Endpoint:
+    path = env_file_path()
+    file_values = dotenv_values(path) if path and os.path.isfile(path) else {}
+
+    def pick(name: str) -> str:
+        return os.environ.get(name) or file_values.get(name) or ""
+
+    resolved_url = url or pick("MHP_API_URL")
+    resolved_token = token or pick("MHP_TOKEN")
+    if not resolved_url or not resolved_token:
+        settings = load_settings()
+        resolved_url = resolved_url or f"http://127.0.0.1:{settings.API_PORT}"
+        resolved_token = resolved_token or settings.ADMIN_TOKEN
+    return Endpoint(url=resolved_url.rstrip("/"), token=resolved_token)
+
+
+def error_message(response: httpx.Response) -> str:
+    """One line out of any error body: FastAPI's `detail` string or list of {loc, msg}, else the raw text."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list) and detail:
+        parts = []
+        for item in detail:
+            loc = [str(p) for p in item.get("loc", []) if p != "body"]
+            parts.append(f"{'.'.join(loc) or 'body'}: {item.get('msg', '')}")
+        return "; ".join(parts)
+    text = response.text.strip().replace("\n", " ")
+    return text[:300] or response.reason_phrase
+
+
+class ApiClient:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
+        self._http = httpx.Client(base_url=endpoint.url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS)
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, json: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(
+                f"cannot reach the control plane at {self._endpoint.url} ({type(exc).__name__}: {exc})"
+            ) from exc
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, error_message(response))
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()

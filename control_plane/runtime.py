@@ -1,0 +1,49 @@
+"""The control plane's runtime: one Redis pool, the store and the services, built once per app lifespan.
+
+No module-level singletons: the lifespan builds a Runtime and keeps it on `app.state.runtime`; request
+handlers reach it through the dependencies in api/deps.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from shared.config import Settings
+
+from .cascade import CascadeRegistry
+from .services.proxies import ProxyService, delete_owned_proxies
+from .services.routes import RouteService, delete_owned_routes
+from .services.tokens import TokenService
+from .store import Store
+
+
+def default_cascade() -> CascadeRegistry:
+    """Every resource kind that a token can own registers its cleanup here."""
+    registry = CascadeRegistry()
+    registry.register("proxy", delete_owned_proxies)
+    registry.register("route", delete_owned_routes)
+    return registry
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    redis: aioredis.Redis
+    store: Store
+    tokens: TokenService
+    proxies: ProxyService
+    routes: RouteService
+
+    @classmethod
+    def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
+        store = Store(redis)
+        return cls(
+            settings=settings,
+            redis=redis,
+            store=store,
+            tokens=TokenService(store, default_cascade()),
+            proxies=ProxyService(store),
+            routes=RouteService(store),
+        )

@@ -1,0 +1,187 @@
+"""Proxy targets: a public hostname proxied to a backend URL, with per-proxy headers, timeouts and route mode.
+
+Clients send `ProxyTargetCreate` / `ProxyTargetSettings`; the server stamps owner and timestamps and validates
+the result as the stored `shared.models.ProxyTarget` (hostname normalised: IDNA, lower-case, wildcard rules).
+Hostnames are unique across owners (409). Ordinary tokens see and change only their own proxies (403
+otherwise).
+Deleting a proxy leaves routes that name it in place; such routes simply never match until it exists again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.hostnames import InvalidHostname, normalise_hostname
+from shared.models import ProxyTarget
+
+from .. import store
+from ..errors import Conflict, InvalidInput, NotFound, invalid_from_validation
+from ..principal import Principal, require_current
+from ..store import ConfigWrite, Reader, Store
+
+SERVER_SET_FIELDS = frozenset({"hostname", "owner", "created_at", "updated_at", "schema_version"})
+
+
+class ProxyTargetSettings(BaseModel):
+    """Every client-settable field of a proxy except its hostname (PUT replaces all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    target_url: str = Field(description="Backend base URL, http:// or https://")
+    enabled: bool = True
+    enable_http: bool = True
+    enable_https: bool = True
+    preserve_host_header: bool = True
+    verify_upstream_tls: bool = True
+    upstream_ca_bundle_pem: str | None = None
+    request_headers_set: dict[str, str] = Field(default_factory=dict)
+    request_headers_remove: list[str] = Field(default_factory=list)
+    response_headers_set: dict[str, str] = Field(default_factory=dict)
+    response_headers_remove: list[str] = Field(default_factory=list)
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 60.0
+    max_request_body_bytes: int = 100 * 1024 * 1024
+    route_mode: Literal["all", "selective", "none"] = "all"
+    enabled_route_ids: list[str] = Field(default_factory=list)
+    disabled_route_ids: list[str] = Field(default_factory=list)
+
+
+class ProxyTargetCreate(ProxyTargetSettings):
+    hostname: str = Field(
+        validation_alias=AliasChoices("hostname", "proxy_hostname"),
+        description="Public hostname (IDNA allowed; `*.example.com` wildcard allowed). Alias: proxy_hostname",
+    )
+
+
+def _build(settings: dict[str, Any], *, hostname: str, owner: str, created_at: float) -> ProxyTarget:
+    try:
+        return ProxyTarget.model_validate(
+            {
+                **settings,
+                "hostname": hostname,
+                "owner": owner,
+                "created_at": created_at,
+                "updated_at": time.time(),
+            }
+        )
+    except ValidationError as exc:
+        raise invalid_from_validation(exc) from exc
+
+
+def normalise_path_hostname(hostname: str) -> str:
+    """A hostname taken from a URL path, normalised the way stored hostnames are (so lookups agree)."""
+    try:
+        return normalise_hostname(hostname, allow_wildcard=True)
+    except InvalidHostname as exc:
+        raise NotFound(f"proxy {hostname!r} not found ({exc})") from exc
+
+
+class ProxyService:
+    def __init__(self, store_: Store) -> None:
+        self._store = store_
+
+    async def create(self, principal: Principal, body: ProxyTargetCreate) -> ProxyTarget:
+        settings = body.model_dump(exclude={"hostname"})
+        proxy = _build(settings, hostname=body.hostname, owner=principal.owner, created_at=time.time())
+
+        async def plan(reader: Reader) -> ConfigWrite:
+            await require_current(reader, principal)
+            if await reader.exists(store.proxies(), proxy.hostname):
+                raise Conflict(f"proxy {proxy.hostname!r} already exists")
+            write = ConfigWrite()
+            write.put(store.proxies(), proxy.hostname, proxy)
+            write.change("proxy", "created", proxy.hostname, proxy.owner)
+            return write
+
+        await self._store.transact(plan)
+        return proxy
+
+    async def list(self, principal: Principal) -> list[ProxyTarget]:
+        rows = await self._store.reader.all(store.proxies())
+        return [p for _, p in sorted(rows.items()) if principal.can_access(p.owner)]
+
+    async def get(self, principal: Principal, hostname: str) -> ProxyTarget:
+        return await self._owned(self._store.reader, principal, normalise_path_hostname(hostname))
+
+    async def replace(self, principal: Principal, hostname: str, body: ProxyTargetSettings) -> ProxyTarget:
+        return await self._update(principal, hostname, lambda _current: body.model_dump())
+
+    async def patch(self, principal: Principal, hostname: str, changes: dict[str, Any]) -> ProxyTarget:
+        unknown = sorted(set(changes) - set(ProxyTargetSettings.model_fields))
+        if unknown:
+            raise InvalidInput(
+                f"{unknown[0]}: not a settable proxy field",
+                [
+                    {"loc": ["body", name], "msg": "not a settable proxy field", "type": "extra_forbidden"}
+                    for name in unknown
+                ],
+            )
+
+        def merge(current: ProxyTarget) -> dict[str, Any]:
+            base = current.model_dump(exclude=set(SERVER_SET_FIELDS))
+            try:
+                return ProxyTargetSettings.model_validate({**base, **changes}).model_dump()
+            except ValidationError as exc:
+                raise invalid_from_validation(exc) from exc
+
+        return await self._update(principal, hostname, merge)
+
+    async def delete(self, principal: Principal, hostname: str) -> None:
+        name = normalise_path_hostname(hostname)
+
+        async def plan(reader: Reader) -> ConfigWrite:
+            await require_current(reader, principal)
+            write = ConfigWrite()
+            if principal.is_admin and await reader.is_damaged(store.proxies(), name):
+                # A row that no longer validates has no trustworthy owner; only the admin may remove it.
+                write.delete(store.proxies(), name)
+                write.change("proxy", "deleted", name, principal.owner)
+                return write
+            current = await self._owned(reader, principal, name)
+            write.delete(store.proxies(), name)
+            write.change("proxy", "deleted", name, current.owner)
+            return write
+
+        await self._store.transact(plan)
+
+    async def _update(
+        self, principal: Principal, hostname: str, settings_of: Callable[[ProxyTarget], dict[str, Any]]
+    ) -> ProxyTarget:
+        name = normalise_path_hostname(hostname)
+        result: list[ProxyTarget] = []
+
+        async def plan(reader: Reader) -> ConfigWrite:
+            await require_current(reader, principal)
+            current = await self._owned(reader, principal, name)
+            new = _build(
+                settings_of(current), hostname=name, owner=current.owner, created_at=current.created_at
+            )
+            result[:] = [new]
+            write = ConfigWrite()
+            write.put(store.proxies(), name, new)
+            write.change("proxy", "updated", name, current.owner)
+            return write
+
+        await self._store.transact(plan)
+        return result[0]
+
+    @staticmethod
+    async def _owned(reader: Reader, principal: Principal, hostname: str) -> ProxyTarget:
+        proxy = await reader.get(store.proxies(), hostname)
+        if proxy is None:
+            raise NotFound(f"proxy {hostname!r} not found")
+        principal.require_access("proxy", hostname, proxy.owner)
+        return proxy
+
+
+async def delete_owned_proxies(reader: Reader, owner: str) -> ConfigWrite:
+    """Cascade cleanup: plan deletion of every proxy `owner` owns."""
+    write = ConfigWrite()
+    for hostname, proxy in (await reader.all(store.proxies())).items():
+        if proxy.owner == owner:
+            write.delete(store.proxies(), hostname)
+            write.change("proxy", "deleted", hostname, owner)
+    return write

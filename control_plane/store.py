@@ -1,0 +1,221 @@
+"""The one Redis writer of the control plane, and its typed reads.
+
+Every write is a `ConfigWrite` (hash puts/deletes plus change descriptions) committed by `Store.transact`
+as one MULTI/EXEC that also INCRs the config version and XADDs one ChangeEvent per change carrying the new
+version; after EXEC it PUBLISHes the version as a wake-up hint. Check-then-write is made safe optimistically:
+the plan reads under WATCH of the config version, which every config write bumps, so any concurrent write
+makes EXEC fail and the plan is re-run against fresh state (a duplicate create is detected by the re-run).
+
+Reads validate each stored row; a row that fails to validate is logged and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError, WatchError
+
+from shared import keys
+from shared.models import ADMIN_OWNER, ApiToken, ChangeEvent, ProxyTarget, Route
+
+from .errors import StoreBusy
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+ChangeKind = Literal["token", "proxy", "route", "certificate", "auth", "service"]
+ChangeAction = Literal["created", "updated", "deleted"]
+
+CHANGES_STREAM_MAXLEN = 10_000
+MAX_TRANSACTION_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Collection(Generic[M]):
+    """A Redis hash of one stored model, keyed by the object's id."""
+
+    key: str
+    model: type[M]
+
+
+def tokens() -> Collection[ApiToken]:
+    return Collection(keys.tokens(), ApiToken)
+
+
+def proxies() -> Collection[ProxyTarget]:
+    return Collection(keys.proxies(), ProxyTarget)
+
+
+def routes() -> Collection[Route]:
+    return Collection(keys.routes(), Route)
+
+
+@dataclass(frozen=True, slots=True)
+class HashPut:
+    key: str
+    field: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class HashDelete:
+    key: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    kind: ChangeKind
+    action: ChangeAction
+    name: str
+    owner: str = ADMIN_OWNER
+
+
+@dataclass(slots=True)
+class ConfigWrite:
+    """What one transaction will do. Plans build these; only the store executes them."""
+
+    ops: list[HashPut | HashDelete] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+    def put(self, collection: Collection[M], object_id: str, obj: M) -> None:
+        self.ops.append(HashPut(collection.key, object_id, obj.model_dump_json()))
+
+    def delete(self, collection: Collection[Any], object_id: str) -> None:
+        self.ops.append(HashDelete(collection.key, object_id))
+
+    def put_token_hash(self, digest: str, name: str) -> None:
+        self.ops.append(HashPut(keys.token_hashes(), digest, name))
+
+    def delete_token_hash(self, digest: str) -> None:
+        self.ops.append(HashDelete(keys.token_hashes(), digest))
+
+    def change(self, kind: ChangeKind, action: ChangeAction, name: str, owner: str) -> None:
+        self.changes.append(Change(kind, action, name, owner))
+
+    def extend(self, other: ConfigWrite) -> None:
+        self.ops.extend(other.ops)
+        self.changes.extend(other.changes)
+
+    @property
+    def empty(self) -> bool:
+        return not self.ops and not self.changes
+
+
+class Reader:
+    """Typed reads over a Redis connection: the pool, or a pipeline in WATCH (immediate) mode."""
+
+    def __init__(self, conn: Any) -> None:
+        # `Any`: redis-py types pipeline reads in immediate mode as non-awaitable; both shapes await here.
+        self._conn = conn
+
+    async def get(self, collection: Collection[M], object_id: str) -> M | None:
+        raw = await self._conn.hget(collection.key, object_id)
+        if raw is None:
+            return None
+        return _parse(collection, object_id, raw)
+
+    async def all(self, collection: Collection[M]) -> dict[str, M]:
+        raw_rows: dict[str, str] = await self._conn.hgetall(collection.key)
+        out: dict[str, M] = {}
+        for object_id, raw in raw_rows.items():
+            parsed = _parse(collection, object_id, raw)
+            if parsed is not None:
+                out[object_id] = parsed
+        return out
+
+    async def exists(self, collection: Collection[Any], object_id: str) -> bool:
+        return bool(await self._conn.hexists(collection.key, object_id))
+
+    async def is_damaged(self, collection: Collection[Any], object_id: str) -> bool:
+        """True when a row exists but no longer validates (reads treat it as absent)."""
+        raw = await self._conn.hget(collection.key, object_id)
+        return raw is not None and _parse(collection, object_id, raw) is None
+
+    async def token_name_for_hash(self, digest: str) -> str | None:
+        name: str | None = await self._conn.hget(keys.token_hashes(), digest)
+        return name
+
+    async def config_version(self) -> int:
+        raw = await self._conn.get(keys.config_version())
+        return int(raw or 0)
+
+
+def _parse(collection: Collection[M], object_id: str, raw: str) -> M | None:
+    try:
+        return collection.model.model_validate_json(raw)
+    except ValidationError as exc:
+        # One bad row must not take a whole listing (or the API) down; it is visible in the log.
+        log.error(
+            "skipping invalid %s %r in %s: %s", collection.model.__name__, object_id, collection.key, exc
+        )
+        return None
+
+
+Plan = Callable[[Reader], Awaitable[ConfigWrite]]
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self.reader = Reader(redis)
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    async def transact(self, plan: Plan) -> int | None:
+        """Run `plan` under WATCH and commit its write atomically; returns the new config version.
+
+        Returns None (and writes nothing) when the plan has nothing to do. Errors raised by the plan propagate
+        unchanged and nothing is written.
+        """
+        for _attempt in range(MAX_TRANSACTION_ATTEMPTS):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(keys.config_version())
+                    reader = Reader(pipe)
+                    write = await plan(reader)
+                    if write.empty:
+                        return None
+                    new_version = await reader.config_version() + 1
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    for op in write.ops:
+                        if isinstance(op, HashPut):
+                            pipe.hset(op.key, op.field, op.value)
+                        else:
+                            pipe.hdel(op.key, op.field)
+                    pipe.incr(keys.config_version())
+                    for change in write.changes:
+                        event = ChangeEvent(
+                            version=new_version,
+                            kind=change.kind,
+                            action=change.action,
+                            name=change.name,
+                            owner=change.owner,
+                        )
+                        pipe.xadd(
+                            keys.changes_stream(),
+                            event.to_stream_fields(),  # type: ignore[arg-type]
+                            maxlen=CHANGES_STREAM_MAXLEN,
+                            approximate=True,
+                        )
+                    results = await pipe.execute()
+                except WatchError:
+                    continue
+            committed_version = int(results[len(write.ops)])
+            await self._publish(committed_version)
+            return committed_version
+        raise StoreBusy("too many concurrent configuration writes; retry the request")
+
+    async def _publish(self, version: int) -> None:
+        # Pub/sub is only a hint (data planes also reconcile periodically), so a failed PUBLISH after a
+        # committed EXEC is logged rather than reported as a failed write.
+        try:
+            await self.redis.publish(keys.changes_channel(), str(version))
+        except (RedisError, OSError):
+            log.exception("config version %d committed but the wake-up PUBLISH failed", version)
