@@ -1,0 +1,398 @@
+"""The request log: one Redis stream entry per request, written in batches off the response path.
+
+Connection handlers call `submit(entry)`, which only appends to a bounded in-memory queue and never awaits,
+so a slow or absent Redis can never delay a response; when the queue is full the entry is dropped and
+counted. One writer task (`run()`) drains the queue in batches: each batch is one MULTI/EXEC pipeline of
+XADDs with an approximate MAXLEN, so a batch lands whole or not at all (a reply lost in transit can still
+duplicate a batch: delivery is at-least-once). While Redis is unreachable the writer keeps the batch and
+retries with capped, jittered backoff; entries beyond the queue bound are dropped meanwhile. `close()`
+flushes within a time bound.
+
+What is never logged: Authorization, cookies and other headers are not fields of an entry at all, and the
+query string keeps its parameter names but loses every value except those of a small allowlist of parameters
+known to be harmless (SAFE_QUERY_PARAMETERS). An allowlist, not a denylist, because secrets arrive under names
+nobody can list in advance (`sig`, `X-Amz-Signature`, `sessionId`, `jwt`, ...); operators still see which
+parameters a request carried. Path segments are logged as sent; a secret in a path segment is the upstream
+application's design choice and is out of our reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from itertools import islice
+from typing import Final
+from urllib.parse import unquote_plus
+
+import redis.asyncio as aioredis
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
+
+from shared import keys
+
+log = logging.getLogger(__name__)
+
+REDACTED: Final = "REDACTED"
+# Parameters whose values carry paging/formatting/protocol choices only. Free-text ones (q, search, email)
+# are left out on purpose: they carry personal data.
+SAFE_QUERY_PARAMETERS: Final = frozenset(
+    {
+        "page",
+        "per_page",
+        "page_size",
+        "limit",
+        "offset",
+        "sort",
+        "order",
+        "format",
+        "lang",
+        "locale",
+        "v",
+        "version",
+        "include",
+        "fields",
+        "view",
+        "tab",
+        "type",
+        "mode",
+        "download",
+        # OAuth request parameters that are public by design and what one needs to debug a failing login.
+        "response_type",
+        "response_mode",
+        "grant_type",
+        "client_id",
+        "code_challenge_method",
+        "prompt",
+    }
+)
+# Even an allowlisted value is kept only when it is short and plainly harmless, so `page=1;token=abc` or a
+# percent-encoded payload hidden under an allowed name is still redacted.
+_SAFE_VALUE_RE: Final = re.compile(r"[A-Za-z0-9._~,:\-]{0,64}")
+MAX_LOGGED_PATH_CHARS: Final = 2048
+_USERINFO_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@]*@")
+
+# Failures that say "Redis is not available right now": keep the batch and retry. Any other ResponseError
+# (wrong key type, ACL refusal, ...) would fail forever, so that batch is dropped and counted instead.
+_RETRYABLE: Final = (
+    ConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    OSError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    OutOfMemoryError,
+)
+
+
+@dataclass(slots=True)
+class RequestLogEntry:
+    time: float
+    client_ip: str
+    host: str
+    method: str
+    path: str
+    status: int
+    bytes_in: int
+    bytes_out: int
+    duration_seconds: float
+    upstream: str
+    route_id: str
+    request_id: str
+    user: str = ""
+
+    def to_stream_fields(self) -> dict[str, str]:
+        """Stream fields, with the query string redacted (the only place an entry is serialised)."""
+        return {
+            "time": repr(self.time),
+            "client_ip": self.client_ip,
+            "host": self.host,
+            "method": self.method,
+            "path": redact_path(self.path),
+            "status": str(self.status),
+            "bytes_in": str(self.bytes_in),
+            "bytes_out": str(self.bytes_out),
+            "duration_seconds": f"{self.duration_seconds:.6f}",
+            "upstream": self.upstream,
+            "route_id": self.route_id,
+            "request_id": self.request_id,
+            "user": self.user,
+        }
+
+    @classmethod
+    def from_stream_fields(cls, data: dict[str, str]) -> RequestLogEntry:
+        """Read an entry back (the control plane's log API, tests); missing fields raise KeyError."""
+        return cls(
+            time=float(data["time"]),
+            client_ip=data["client_ip"],
+            host=data["host"],
+            method=data["method"],
+            path=data["path"],
+            status=int(data["status"]),
+            bytes_in=int(data["bytes_in"]),
+            bytes_out=int(data["bytes_out"]),
+            duration_seconds=float(data["duration_seconds"]),
+            upstream=data["upstream"],
+            route_id=data["route_id"],
+            request_id=data["request_id"],
+            user=data.get("user", ""),
+        )
+
+
+ENTRY_FIELDS: Final = tuple(field.name for field in fields(RequestLogEntry))
+
+
+def redact_path(path: str) -> str:
+    """Keep the path and the query's parameter names; replace values that are not known to be harmless.
+
+    Also drops credentials from an absolute-form target (`http://user:pass@host/`) and any fragment, which
+    clients should never send and which OAuth implicit-style flows use to carry tokens.
+    """
+    path, hash_sign, fragment = path.partition("#")
+    base, question, query = path.partition("?")
+    base = _USERINFO_RE.sub(r"\1", base, count=1)
+    if question:
+        base = f"{base}?{_redact_query(query)}"
+    if hash_sign:
+        base = f"{base}#{REDACTED}" if fragment else f"{base}#"
+    if len(base) > MAX_LOGGED_PATH_CHARS:
+        base = base[: MAX_LOGGED_PATH_CHARS - 3] + "..."
+    return base
+
+
+def _redact_query(query: str) -> str:
+    parts = []
+    # ';' separates parameters for some frameworks; splitting on it too means no value hides behind one.
+    for part in re.split(r"[&;]", query):
+        name, equals, value = part.partition("=")
+        safe = unquote_plus(name).lower() in SAFE_QUERY_PARAMETERS
+        if not equals:
+            # A bare item ("?eyJhbGciOi...") is a value with no name; only an allowlisted word is kept.
+            parts.append(part if safe or not part else REDACTED)
+        elif safe and _SAFE_VALUE_RE.fullmatch(value):
+            parts.append(part)
+        else:
+            parts.append(f"{name}={REDACTED}" if value else f"{name}=")
+    return "&".join(parts)
+
+
+class RequestLog:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        max_queue: int = 10000,
+        batch_size: int = 200,
+        flush_interval_seconds: float = 0.25,
+        stream_maxlen: int = 100000,
+        retry_initial_seconds: float = 0.1,
+        retry_max_seconds: float = 5.0,
+        write_timeout_seconds: float = 5.0,
+        on_drop: Callable[[int], object] | None = None,
+    ) -> None:
+        if max_queue < 1 or batch_size < 1 or stream_maxlen < 1:
+            raise ValueError("max_queue, batch_size and stream_maxlen must be at least 1")
+        self._redis = redis
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._flush_interval_seconds = flush_interval_seconds
+        self._stream_maxlen = stream_maxlen
+        self._retry_initial_seconds = retry_initial_seconds
+        self._retry_max_seconds = retry_max_seconds
+        self._write_timeout_seconds = write_timeout_seconds
+        # e.g. Metrics.log_dropped_total.inc, called with the number of entries just dropped.
+        self._on_drop = on_drop
+        self._queue: deque[RequestLogEntry] = deque()
+        self._wake = asyncio.Event()  # set by submit() (first entry, full batch) and by close()
+        self._close_requested = asyncio.Event()  # only close(): the one thing that may cut a backoff short
+        self._finished = asyncio.Event()
+        self._running = False
+        self._closing = False
+        self._close_deadline = 0.0
+        # The in-flight write's deadline, so close() can pull it in.
+        self._write_deadline: asyncio.Timeout | None = None
+        self._dropped = 0
+        self._written = 0
+        self._write_failures = 0
+        self._failing = False
+
+    @property
+    def dropped(self) -> int:
+        """Entries lost: queue full, refused by Redis, or still queued when close() ran out of time."""
+        return self._dropped
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def writing(self) -> bool:
+        """A batch write to Redis is in flight."""
+        return self._write_deadline is not None
+
+    @property
+    def write_failures(self) -> int:
+        """Batch writes that failed and will be retried (Redis unreachable); for health reporting."""
+        return self._write_failures
+
+    def submit(self, entry: RequestLogEntry) -> None:
+        """Queue an entry; never blocks. Drops (and counts) it when the queue is full or the log is closed."""
+        if self._closing or len(self._queue) >= self._max_queue:
+            self._drop(1)
+            return
+        self._queue.append(entry)
+        # Wake the writer on the first entry (it then lingers up to flush_interval) and on a full batch.
+        if len(self._queue) == 1 or len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """The writer loop. Returns after close(); raises nothing but CancelledError."""
+        if self._running:
+            if self._closing:
+                # close() got here first (e.g. the writer task had not started yet) and is flushing itself.
+                await self._finished.wait()
+                return
+            raise RuntimeError("RequestLog.run() is already running")
+        self._running = True
+        try:
+            await self._write_loop()
+        finally:
+            self._running = False
+            self._finished.set()
+
+    async def close(self, timeout_seconds: float = 5.0) -> None:
+        """Stop taking entries, write what is queued within `timeout_seconds`, drop the rest, end run()."""
+        loop = asyncio.get_running_loop()
+        if not self._closing:
+            self._closing = True
+            self._close_deadline = loop.time() + timeout_seconds
+        self._wake.set()
+        self._close_requested.set()
+        in_flight = self._write_deadline
+        if in_flight is not None and (in_flight.when() or float("inf")) > self._close_deadline:
+            # A write started before close() may hang on an unresponsive Redis for write_timeout_seconds.
+            in_flight.reschedule(self._close_deadline)
+        if self._running:
+            # run() honours the deadline itself; the grace covers cleaning up a write that was cut short.
+            try:
+                async with asyncio.timeout(max(self._close_deadline - loop.time(), 0.0) + 1.0):
+                    await self._finished.wait()
+            except TimeoutError:
+                log.warning("request log writer did not stop in time; %d entries unwritten", self.pending)
+        elif not self._finished.is_set():
+            await self.run()
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._retry_initial_seconds
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if len(self._queue) < self._batch_size and not self._closing:
+                # Linger so a trickle of requests still goes out as one pipeline rather than one each.
+                self._wake.clear()
+                await _wait_for(self._wake, self._flush_interval_seconds)
+            if await self._write_batch():
+                backoff = self._retry_initial_seconds
+                continue
+            if self._closing and loop.time() >= self._close_deadline:
+                log.warning("request log closing, Redis unavailable: dropping %d entries", len(self._queue))
+                self._drop(len(self._queue))
+                self._queue.clear()
+                return
+            delay = backoff * random.uniform(0.5, 1.0)  # jitter: replicas must not reconnect in lockstep
+            if self._closing:
+                await asyncio.sleep(min(delay, max(self._close_deadline - loop.time(), 0.0)))
+            else:
+                # Only close() cuts a backoff short: waking on submit() would retry once per request.
+                await _wait_for(self._close_requested, delay)
+            backoff = min(backoff * 2, self._retry_max_seconds)
+
+    async def _write_batch(self) -> bool:
+        """Write the head of the queue; True when it left the queue (written or dropped), False to retry."""
+        batch = list(islice(self._queue, self._batch_size))
+        timeout = self._write_timeout_seconds
+        if self._closing:
+            timeout = min(timeout, max(self._close_deadline - asyncio.get_running_loop().time(), 0.05))
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            for entry in batch:
+                # redis-py's xadd wants dict[FieldT, EncodableT]; dict is invariant, so copy into that type.
+                stream_fields: dict[FieldT, EncodableT] = {k: v for k, v in entry.to_stream_fields().items()}
+                pipe.xadd(
+                    keys.request_log_stream(),
+                    stream_fields,
+                    maxlen=self._stream_maxlen,
+                    approximate=True,
+                )
+            async with asyncio.timeout(timeout) as deadline:
+                self._write_deadline = deadline
+                try:
+                    await pipe.execute()
+                finally:
+                    self._write_deadline = None
+        except _RETRYABLE as error:
+            self._write_failures += 1
+            if not self._failing:
+                self._failing = True
+                log.warning("request log: Redis unavailable (%s); retrying, %d queued", error, self.pending)
+            return False
+        except RedisError as error:  # ResponseError & co: this batch would fail the same way forever
+            log.error("request log: Redis refused a batch of %d entries, dropped: %s", len(batch), error)
+            self._discard(len(batch))
+            self._drop(len(batch))
+            return True
+        except Exception:
+            # A bug must not stop logging for good, nor loop forever on the same batch.
+            log.exception("request log: unexpected error writing a batch of %d entries, dropped", len(batch))
+            self._discard(len(batch))
+            self._drop(len(batch))
+            return True
+        if self._failing:
+            self._failing = False
+            log.info("request log: Redis reachable again")
+        self._discard(len(batch))
+        self._written += len(batch)
+        return True
+
+    def _discard(self, count: int) -> None:
+        # Only the writer removes from the left and submit() only appends, so the head is still this batch.
+        for _ in range(count):
+            self._queue.popleft()
+
+    def _drop(self, count: int) -> None:
+        if count <= 0:
+            return
+        self._dropped += count
+        if self._on_drop is not None:
+            self._on_drop(count)
+
+
+async def _wait_for(event: asyncio.Event, timeout_seconds: float) -> None:
+    """Wait until `event` is set or `timeout_seconds` pass, whichever is first."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
