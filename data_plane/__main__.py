@@ -1,0 +1,72 @@
+"""`python -m data_plane [--workers N]`: run the data plane on uvloop.
+
+With --workers 1 (default) this process serves. With N > 1 it becomes a supervisor: it starts N worker
+processes of itself that all bind the same ports with SO_REUSEPORT, forwards SIGTERM/SIGINT to them, and exits
+when they have all stopped (a worker that dies is reported; the supervisor then stops the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import uvloop
+
+from data_plane.limits import InvalidLimit, Limits
+from data_plane.process import serve
+from shared.config import load_settings
+from shared.logging_setup import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    settings = load_settings()
+    configure_logging(settings.LOG_LEVEL, "data-plane")
+    try:
+        limits = Limits.from_environ(os.environ)
+    except InvalidLimit as exc:
+        print(f"data plane: {exc}", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _supervise(args.workers)
+    uvloop.run(serve(settings, limits, reuse_port=args.reuse_port))
+    return 0
+
+
+def _supervise(workers: int) -> int:
+    argv = [sys.executable, "-m", "data_plane", "--reuse-port"]
+    children = [subprocess.Popen(argv) for _ in range(workers)]
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    exit_code = 0
+    while any(child.poll() is None for child in children):
+        for child in children:
+            code = child.poll()
+            if code is not None and code != 0 and not stopping:
+                print(f"data plane: worker {child.pid} exited with {code}; stopping", file=sys.stderr)
+                exit_code = 1
+                forward(signal.SIGTERM, None)
+        time.sleep(0.1)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

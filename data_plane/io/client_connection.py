@@ -1,0 +1,633 @@
+"""One client connection: the IO shell that reads requests, routes them and relays them to an upstream.
+
+Per connection there is one task (`_serve`) that runs the keep-alive loop: read a head (strictly checked by
+protocol.request_head before h11 parses it), look the host up in the current route table, then stream the
+request body up and the response body down with paired back-pressure (see io.channel). Errors are mapped to
+HTTP status at one place (`_exchange`): 400/431 malformed head, 404 unknown host, 503 disabled proxy, 413 body
+too large, 502 refused/reset upstream, 504 upstream timeout. A WebSocket upgrade is validated, forwarded, and
+after the upstream's 101 both sides become a raw byte tunnel, so extensions such as permessage-deflate are
+negotiated end to end between client and backend.
+
+When the listener speaks PROXY protocol, the header is parsed first (only from trusted peers); the address it
+carries becomes the client address for X-Forwarded-For and the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import time
+from typing import Any
+
+import h11
+
+from data_plane.io.channel import ChannelClosed, ChannelTimeout, HttpChannel
+from data_plane.io.upstream_pool import (
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    read_response_head,
+)
+from data_plane.io.websocket_relay import relay_websocket
+from data_plane.protocol.forwarding import (
+    client_response_headers,
+    upstream_request_headers,
+)
+from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from data_plane.protocol.request_head import check_head, find_head_end
+from data_plane.protocol.websocket_handshake import is_websocket_upgrade
+from data_plane.request_log import RequestLogEntry
+from data_plane.routing.route_table import ProxyEntry, Upstream, lookup_proxy, normalise_host, select_upstream
+from data_plane.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+MAX_PROXY_HEADER_BYTES = 16 + 65535
+_REQUEST_ID_PREFIX = os.urandom(6).hex()
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+class _ClientAborted(Exception):
+    """The client went away or broke protocol mid-request; nothing more can be sent to it."""
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _UpstreamAnswered(Exception):
+    """The upstream sent its response before the request body was fully sent (an early 413, a redirect)."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__("upstream answered early")
+        self.response = response
+
+
+class _ClientBadBody(Exception):
+    """The request body's framing is invalid (e.g. a bad chunk size): 400, then close."""
+
+
+def _is_trusted(ip: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+class ClientConnection(HttpChannel):
+    __slots__ = (
+        "_closed_waiter",
+        "_proxy_buffer",
+        "_request_counter",
+        "_task",
+        "active_upstream",
+        "busy",
+        "client_gone",
+        "client_ip",
+        "runtime",
+        "scheme",
+        "trusted_peer",
+    )
+
+    def __init__(
+        self, runtime: Runtime, *, expect_proxy_header: bool = False, scheme: bytes = b"http"
+    ) -> None:
+        super().__init__(runtime.loop, h11.SERVER, max_head_bytes=runtime.limits.max_header_bytes)
+        self.runtime = runtime
+        self.scheme = scheme
+        self.client_ip = ""
+        self.trusted_peer = False
+        self.busy = False
+        self._task: asyncio.Task[None] | None = None
+        self._proxy_buffer: bytearray | None = bytearray() if expect_proxy_header else None
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self._request_counter = 0
+        # The upstream connection serving the current request, so a vanished client releases it at once
+        # (an SSE stream or long poll may not send the next byte for minutes).
+        self.active_upstream: HttpChannel | None = None
+        self.client_gone = False
+
+    # Lifecycle -----------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        runtime = self.runtime
+        runtime.connections.add(self)
+        runtime.metrics.open_connections.inc()
+        self.client_ip = self.peer_address[0]
+        self.trusted_peer = _is_trusted(self.client_ip, runtime.settings.trusted_proxy_networks)
+        if len(runtime.connections) > runtime.limits.max_connections or runtime.draining:
+            self._write_error_and_close(
+                503, "too many connections" if not runtime.draining else "shutting down"
+            )
+            return
+        if self._proxy_buffer is not None and not self.trusted_peer:
+            log.warning("PROXY protocol connection from untrusted %s refused", self.client_ip)
+            self.abort()
+            return
+        self._task = self.loop.create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.client_gone = True
+        upstream = self.active_upstream
+        if upstream is not None and not upstream.in_pool:
+            upstream.abort()
+        runtime = self.runtime
+        if self in runtime.connections:
+            runtime.connections.discard(self)
+            runtime.metrics.open_connections.dec()
+        waiter = self._closed_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._proxy_buffer
+        if buffer is None:
+            super().data_received(data)
+            return
+        buffer += data
+        try:
+            parsed = parse_proxy_header(buffer)
+        except ProxyProtocolError as exc:
+            log.warning("malformed PROXY header from %s: %s", self.client_ip, exc)
+            self.abort()
+            return
+        if parsed is None:
+            if len(buffer) > MAX_PROXY_HEADER_BYTES:
+                log.warning("oversized PROXY header from %s", self.client_ip)
+                self.abort()
+            return
+        header, consumed = parsed
+        self._proxy_buffer = None
+        if header.source is not None:
+            self.client_ip = header.source[0]
+            # The load balancer is trusted; the client it speaks for is judged on its own address.
+            self.trusted_peer = _is_trusted(self.client_ip, self.runtime.settings.trusted_proxy_networks)
+        rest = bytes(buffer[consumed:])
+        if rest:
+            super().data_received(rest)
+
+    def eof_received(self) -> bool:
+        if self._proxy_buffer is not None:
+            log.warning("truncated PROXY header from %s", self.client_ip)
+            self.abort()
+            return False
+        self.client_gone = True
+        upstream = self.active_upstream
+        if upstream is not None and not upstream.in_pool and self.tunnel_peer is None:
+            # As nginx does: a client that closes while its response is pending has abandoned the request,
+            # and a quiet upstream (SSE, long poll) must not be held until it next speaks.
+            upstream.abort()
+        return super().eof_received()
+
+    def close_if_idle(self) -> None:
+        """Shutdown: close a connection that is between requests; busy ones close after their response."""
+        if not self.busy:
+            self.close()
+
+    async def wait_closed(self) -> None:
+        if self.closed:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self.loop.create_future()
+        await self._closed_waiter
+
+    # The keep-alive loop -------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            first = True
+            while True:
+                request = await self._read_head(first)
+                if request is None:
+                    return
+                first = False
+                self.busy = True
+                try:
+                    keep_alive = await self._exchange(request)
+                finally:
+                    self.busy = False
+                self.flush()
+                conn = self.conn
+                if not keep_alive or self.runtime.draining or self.closed:
+                    return
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("connection handler failed for %s", self.client_ip)
+        finally:
+            if self.tunnel_peer is None:
+                self.close()
+
+    async def _read_head(self, first: bool) -> h11.Request | None:
+        conn = self.conn
+        limits = self.runtime.limits
+        loop = self.loop
+        deadline = loop.time() + limits.header_read_timeout_seconds if first else 0.0
+        while True:
+            pending, eof = conn.trailing_data
+            if pending:
+                end = find_head_end(pending)
+                if end == -2:
+                    self._write_error_and_close(400, "malformed request head (bare LF)")
+                    return None
+                if end == -1 or end > limits.max_header_bytes:
+                    if len(pending) > limits.max_header_bytes:
+                        self._write_error_and_close(431, "request header fields too large")
+                        return None
+                else:
+                    rejected = check_head(pending[:end])
+                    if rejected is not None:
+                        self._write_error_and_close(rejected.status, rejected.reason)
+                        return None
+                    try:
+                        event = conn.next_event()
+                    except h11.RemoteProtocolError as exc:
+                        status = 431 if exc.error_status_hint == 431 else 400
+                        self._write_error_and_close(status, f"bad request: {exc}")
+                        return None
+                    if type(event) is h11.Request:
+                        return event
+                    self._write_error_and_close(400, "bad request")
+                    return None
+                if not deadline:
+                    deadline = loop.time() + limits.header_read_timeout_seconds
+            if eof or self.closed:
+                return None
+            if pending or first:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    self._write_error_and_close(408, "request head not received in time")
+                    return None
+            else:
+                if self.runtime.draining:
+                    return None
+                timeout = limits.keepalive_idle_timeout_seconds
+            try:
+                await self.wait_for_data(timeout)
+            except ChannelTimeout:
+                if self._proxy_buffer is not None:
+                    log.warning("PROXY header from %s not received in time", self.client_ip)
+                    self.abort()
+                    return None
+                if pending or first:
+                    self._write_error_and_close(408, "request head not received in time")
+                return None
+            except ChannelClosed:
+                return None
+
+    # One request ---------------------------------------------------------------------------------------
+
+    async def _exchange(self, request: h11.Request) -> bool:
+        """Route and relay one request; returns whether the connection may serve another."""
+        runtime = self.runtime
+        started = time.monotonic()
+        self._request_counter += 1
+        request_id = f"{_REQUEST_ID_PREFIX}{id(self) & 0xFFFFFF:06x}{self._request_counter:x}".encode()
+        host_raw = b""
+        content_length = -1
+        chunked = False
+        upgrade = False
+        for name, value in request.headers:
+            if name == b"host":
+                host_raw = value
+            elif name == b"content-length":
+                content_length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"upgrade":
+                upgrade = True
+        if content_length <= 0 and not chunked:
+            # h11 yields a bodiless request's EndOfMessage without more bytes; take it so the cycle can end.
+            self.conn.next_event()
+        host = normalise_host(host_raw)
+        target = request.target
+        query_at = target.find(b"?")
+        path = (target if query_at < 0 else target[:query_at]).decode("latin-1")
+        method = request.method
+        record = ExchangeRecord(
+            started, host, method.decode("ascii"), target.decode("latin-1"), request_id.decode()
+        )
+
+        try:
+            if not target.startswith(b"/"):
+                if target == b"*" and method == b"OPTIONS":
+                    pass
+                else:
+                    return self.answer_error(record, 400, "only origin-form request targets are supported")
+            entry = lookup_proxy(runtime.table, host)
+            if entry is None:
+                return self.answer_error(
+                    record, 404, f"unknown host: {host}", close=chunked or content_length > 0
+                )
+            if not entry.enabled:
+                return self.answer_error(
+                    record, 503, f"proxy {entry.hostname} is disabled", close=chunked or content_length > 0
+                )
+            if content_length > entry.max_request_body_bytes:
+                return self.answer_error(record, 413, "request body too large", close=True)
+            upstream, route_id = select_upstream(entry, record.method, path)
+            record.route_id = route_id
+            record.upstream = upstream.url
+            if upgrade and is_websocket_upgrade(request.headers):
+                return await relay_websocket(self, request, entry, upstream, record)
+            return await self._relay(request, entry, upstream, record, content_length, chunked)
+        except _ClientAborted:
+            record.status = record.status or 499
+            return False
+        finally:
+            self.active_upstream = None
+            self.finish_record(record)
+
+    async def _relay(
+        self,
+        request: h11.Request,
+        entry: ProxyEntry,
+        upstream: Upstream,
+        record: ExchangeRecord,
+        content_length: int,
+        chunked: bool,
+    ) -> bool:
+        runtime = self.runtime
+        pool = runtime.pool
+        headers, _host = upstream_request_headers(
+            request.headers,
+            entry=entry,
+            upstream_host_header=upstream.host_header,
+            client_ip=self.client_ip,
+            scheme=self.scheme,
+            request_id=record.request_id.encode(),
+            trusted_peer=self.trusted_peer,
+            chunked=chunked,
+        )
+        target = request.target
+        if upstream.base_path:
+            target = upstream.base_path.encode() + target
+        has_body = chunked or content_length > 0
+        key = pool.origin_key(upstream, entry.verify_upstream_tls, entry.upstream_ca_bundle_pem)
+        retried = False
+        while True:
+            up = pool.take_idle(key)
+            reused = up is not None
+            try:
+                if up is None:
+                    up = await pool.connect(
+                        upstream,
+                        entry.verify_upstream_tls,
+                        entry.upstream_ca_bundle_pem,
+                        entry.connect_timeout_seconds,
+                    )
+                self.active_upstream = up
+                sent_at = time.monotonic()
+                up.send(h11.Request(method=request.method, target=target, headers=headers))
+                if has_body:
+                    # Read the upstream while uploading, so an early answer is buffered before it hangs up.
+                    up._resume_reading()
+                    record.bytes_in = await self._pump_request_body(up, entry.max_request_body_bytes)
+                else:
+                    up.send(h11.EndOfMessage())
+                # The request is fully read: keep reading the client (at most one chunk is buffered) so that
+                # its departure is noticed while the upstream is quiet.
+                self._resume_reading()
+                response = await read_response_head(up, entry.read_timeout_seconds)
+                runtime.metrics.upstream_latency_seconds.observe(time.monotonic() - sent_at)
+                break
+            except UpstreamConnectError as exc:
+                log.debug("upstream %s: %s", upstream.url, exc)
+                return self.answer_error(record, 502, "upstream refused the connection", close=has_body)
+            except UpstreamConnectTimeout:
+                return self.answer_error(record, 504, "upstream connect timed out", close=has_body)
+            except ChannelTimeout:
+                assert up is not None
+                up.abort()
+                return self.answer_error(record, 504, "upstream did not answer in time", close=True)
+            except _UpstreamAnswered as answered:
+                assert up is not None
+                response = answered.response
+                break
+            except _BodyTooLarge:
+                assert up is not None
+                up.abort()
+                return self.answer_error(record, 413, "request body too large", close=True)
+            except _ClientBadBody as exc:
+                assert up is not None
+                up.abort()
+                return self.answer_error(record, 400, f"malformed request body: {exc}", close=True)
+            except _ClientAborted:
+                if up is not None:
+                    up.abort()
+                raise
+            except (ChannelClosed, h11.ProtocolError, UpstreamBroken) as exc:
+                assert up is not None
+                if self.client_gone:
+                    up.abort()
+                    raise _ClientAborted from exc
+                early = _buffered_response(up) if has_body else None
+                if early is not None:
+                    # The upstream answered (e.g. 413) and stopped reading the body: relay its answer.
+                    response = early
+                    break
+                stale = reused and up.bytes_received == 0
+                up.abort()
+                if stale and not retried and not has_body and request.method in IDEMPOTENT_METHODS:
+                    # A pooled connection the upstream had already closed; one fresh attempt is safe.
+                    retried = True
+                    continue
+                log.debug("upstream %s failed: %r", upstream.url, exc)
+                return self.answer_error(record, 502, "upstream closed or reset the connection", close=True)
+
+        close = runtime.draining or self.conn.their_state is not h11.DONE
+        out_headers, sse = client_response_headers(
+            response.headers, entry=entry, request_id=record.request_id.encode(), close=close
+        )
+        record.status = response.status_code
+        self.send(h11.Response(status_code=response.status_code, headers=out_headers, reason=response.reason))
+        read_timeout = None if sse else entry.read_timeout_seconds
+        try:
+            while True:
+                try:
+                    event = await up.next_event(read_timeout, self)
+                except (ChannelTimeout, ChannelClosed, h11.ProtocolError) as exc:
+                    # Mid-body there is no status left to send; closing tells the client the body is cut.
+                    log.debug("upstream %s broke mid-response: %r", upstream.url, exc)
+                    up.abort()
+                    self.abort()
+                    return False
+                kind = type(event)
+                if kind is h11.Data:
+                    record.bytes_out += len(event.data)
+                    self.send(event)
+                    await self.drain()
+                elif kind is h11.EndOfMessage:
+                    self.send(h11.EndOfMessage())
+                    break
+                else:
+                    up.abort()
+                    self.abort()
+                    return False
+        except ChannelClosed:
+            up.abort()
+            raise _ClientAborted from None
+        self.active_upstream = None
+        pool.release(key, up)
+        return not close
+
+    async def _pump_request_body(self, up: HttpChannel, max_bytes: int) -> int:
+        if self.conn.they_are_waiting_for_100_continue:
+            self.send(h11.InformationalResponse(status_code=100, headers=[]))
+        idle_timeout = self.runtime.limits.keepalive_idle_timeout_seconds
+        total = 0
+        while True:
+            try:
+                event = await self.next_event(idle_timeout)
+            except h11.RemoteProtocolError as exc:
+                raise _ClientBadBody(str(exc)) from exc
+            except (ChannelClosed, ChannelTimeout) as exc:
+                raise _ClientAborted from exc
+            kind = type(event)
+            if kind is h11.Data:
+                total += len(event.data)
+                if total > max_bytes:
+                    raise _BodyTooLarge
+                up.send(event)
+                await up.drain()
+                if up.bytes_received:
+                    early = _buffered_response(up)
+                    if early is not None:
+                        raise _UpstreamAnswered(early)
+            elif kind is h11.EndOfMessage:
+                up.send(h11.EndOfMessage())
+                return total
+            else:
+                raise _ClientAborted
+
+    # Answers of our own --------------------------------------------------------------------------------
+
+    def answer_error(
+        self,
+        record: ExchangeRecord,
+        status: int,
+        message: str,
+        *,
+        close: bool = False,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> bool:
+        record.status = status
+        body = (message + "\n").encode("utf-8", "replace")
+        conn = self.conn
+        if conn.our_state is not h11.SEND_RESPONSE:
+            self.abort()
+            return False
+        close = close or self.runtime.draining
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", record.request_id.encode()),
+        ]
+        if extra:
+            headers.extend(extra)
+        if close:
+            headers.append((b"connection", b"close"))
+        self.send(h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, "").encode()))
+        self.send(h11.Data(data=body))
+        self.send(h11.EndOfMessage())
+        return not close
+
+    def _write_error_and_close(self, status: int, message: str) -> None:
+        """Answer outside h11 (its state may be ERROR) and close: malformed input, limits, overload."""
+        body = (message + "\n").encode("utf-8", "replace")
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        self.runtime.metrics.count_request(status)
+        self.write_raw(head + body)
+        self.close()
+
+    def finish_record(self, record: ExchangeRecord) -> None:
+        if record.finished:
+            return
+        record.finished = True
+        runtime = self.runtime
+        runtime.metrics.count_request(record.status)
+        runtime.request_log.submit(
+            RequestLogEntry(
+                time=time.time(),
+                client_ip=self.client_ip,
+                host=record.host,
+                method=record.method,
+                path=record.path,
+                status=record.status,
+                bytes_in=record.bytes_in,
+                bytes_out=record.bytes_out,
+                duration_seconds=time.monotonic() - record.started,
+                upstream=record.upstream,
+                route_id=record.route_id or "",
+                request_id=record.request_id,
+            )
+        )
+
+
+class ExchangeRecord:
+    """What the request log and metrics need about one exchange, filled in as it goes."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "finished",
+        "host",
+        "method",
+        "path",
+        "request_id",
+        "route_id",
+        "started",
+        "status",
+        "upstream",
+    )
+
+    def __init__(self, started: float, host: str, method: str, path: str, request_id: str) -> None:
+        self.started = started
+        self.host = host
+        self.method = method
+        self.path = path
+        self.request_id = request_id
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream = ""
+        self.route_id: str | None = None
+        self.finished = False
+
+
+def _buffered_response(up: HttpChannel) -> Any:
+    """A response head the upstream sent before it stopped reading the request body, if any."""
+    try:
+        while True:
+            event = up.conn.next_event()
+            kind = type(event)
+            if kind is h11.Response:
+                return event
+            if kind is not h11.InformationalResponse:
+                return None
+    except h11.ProtocolError:
+        return None

@@ -1,0 +1,176 @@
+"""Keep-alive connections to upstream origins, one bounded idle pool per origin.
+
+An origin is (scheme, host, port, TLS verification settings). Idle connections are reused newest first (the
+most likely to still be open); each is dropped when it has been idle longer than `idle_seconds`, when its
+pool is full, or when the upstream sends anything or closes while idle. Errors are sorted by phase so the
+request path can map them: `UpstreamConnectError` (refused, unreachable, TLS failure) -> 502,
+`UpstreamConnectTimeout` -> 504."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import ssl
+import time
+from collections import deque
+from typing import Any
+
+import h11
+
+from data_plane.io.channel import HttpChannel
+from data_plane.routing.route_table import Upstream
+
+log = logging.getLogger(__name__)
+
+OriginKey = tuple[bool, str, int, bool, str]
+
+
+class UpstreamConnectError(ConnectionError):
+    pass
+
+
+class UpstreamConnectTimeout(TimeoutError):
+    pass
+
+
+class UpstreamBroken(Exception):
+    """The upstream closed, reset or spoke invalid HTTP."""
+
+
+async def read_response_head(up: HttpChannel, timeout_seconds: float) -> Any:
+    """The upstream's response head; a 101 is returned as is, other 1xx are dropped."""
+    while True:
+        event = await up.next_event(timeout_seconds)
+        kind = type(event)
+        if kind is h11.Response:
+            return event
+        if kind is h11.InformationalResponse:
+            if event.status_code == 101:
+                return event
+            continue
+        raise UpstreamBroken(f"unexpected {kind.__name__} before the response head")
+
+
+class UpstreamPool:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_idle_per_origin: int = 64,
+        idle_seconds: float = 60.0,
+        max_response_head_bytes: int = 65536,
+    ) -> None:
+        self._loop = loop
+        self._idle: dict[OriginKey, deque[HttpChannel]] = {}
+        self._ssl_contexts: dict[tuple[bool, str], ssl.SSLContext] = {}
+        self._max_idle = max_idle_per_origin
+        self._idle_seconds = idle_seconds
+        self._max_head = max_response_head_bytes
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def origin_key(upstream: Upstream, verify_tls: bool, ca_pem: str | None) -> OriginKey:
+        ca_digest = hashlib.sha256(ca_pem.encode()).hexdigest() if (upstream.tls and ca_pem) else ""
+        return (upstream.tls, upstream.host, upstream.port, verify_tls, ca_digest)
+
+    def _ssl_context(self, verify_tls: bool, ca_pem: str | None) -> ssl.SSLContext:
+        key = (verify_tls, ca_pem or "")
+        context = self._ssl_contexts.get(key)
+        if context is None:
+            if verify_tls:
+                context = (
+                    ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+                )
+            else:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl_contexts[key] = context
+        return context
+
+    def take_idle(self, key: OriginKey) -> HttpChannel | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        now = time.monotonic()
+        while idle:
+            channel = idle.pop()
+            channel.in_pool = False
+            if not channel.closed and now - channel.idle_since < self._idle_seconds:
+                channel.bytes_received = 0
+                return channel
+            channel.close()
+        return None
+
+    async def connect(
+        self, upstream: Upstream, verify_tls: bool, ca_pem: str | None, timeout_seconds: float
+    ) -> HttpChannel:
+        loop = self._loop
+        channel = HttpChannel(loop, h11.CLIENT, max_head_bytes=self._max_head)
+        ssl_context = self._ssl_context(verify_tls, ca_pem) if upstream.tls else None
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await loop.create_connection(
+                    lambda: channel,
+                    upstream.host,
+                    upstream.port,
+                    ssl=ssl_context,
+                    server_hostname=upstream.host if ssl_context is not None else None,
+                )
+        except TimeoutError as exc:
+            raise UpstreamConnectTimeout(f"connect to {upstream.host}:{upstream.port} timed out") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamConnectError(f"connect to {upstream.host}:{upstream.port} failed: {exc}") from exc
+        return channel
+
+    def release(self, key: OriginKey, channel: HttpChannel) -> None:
+        """Return a connection whose exchange finished cleanly; anything else is closed."""
+        conn = channel.conn
+        if channel.closed or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            channel.close()
+            return
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            channel.close()
+            return
+        idle = self._idle.setdefault(key, deque())
+        if len(idle) >= self._max_idle:
+            idle.popleft().close()
+        channel.in_pool = True
+        channel.idle_since = time.monotonic()
+        # Keep reading while idle so a close or stray bytes from the upstream are noticed at once.
+        channel._resume_reading()
+        idle.append(channel)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self._idle_seconds, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        remaining = 0
+        for key, idle in list(self._idle.items()):
+            while idle and (idle[0].closed or now - idle[0].idle_since >= self._idle_seconds):
+                idle.popleft().close()
+            for channel in [c for c in idle if c.closed]:
+                idle.remove(channel)
+            if not idle:
+                del self._idle[key]
+            remaining += len(idle)
+        if remaining:
+            self._sweeper = self._loop.call_later(self._idle_seconds / 2, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for idle in self._idle.values():
+            for channel in idle:
+                channel.close()
+        self._idle.clear()
+
+    @property
+    def idle_count(self) -> int:
+        return sum(len(d) for d in self._idle.values())

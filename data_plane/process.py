@@ -1,0 +1,140 @@
+"""One data-plane worker process: build the Runtime, open listeners, run until SIGTERM/SIGINT, then drain.
+
+Listeners: plain HTTP on BIND_HOST:HTTP_PORT, PROXY-protocol HTTP on BIND_HOST:PROXY_PROTOCOL_PORT, and the
+internal /health + /metrics listener on INTERNAL_HOST:INTERNAL_PORT. With `reuse_port` every worker binds the
+same ports (SO_REUSEPORT) and the kernel spreads connections across them.
+
+Shutdown: stop accepting, close idle keep-alive connections, let in-flight requests finish for up to
+limits.shutdown_drain_seconds, then abort what remains, flush the request log and close Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+
+from data_plane.io.client_connection import ClientConnection
+from data_plane.io.internal_http import handle_internal
+from data_plane.io.upstream_pool import UpstreamPool
+from data_plane.limits import Limits
+from data_plane.metrics import Metrics
+from data_plane.request_log import RequestLog
+from data_plane.runtime import Runtime
+from data_plane.sync.config_sync import ConfigSync, reload
+from shared.config import Settings
+from shared.redis_client import create_redis
+
+log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 2048
+GC_GEN0_THRESHOLD = 20_000
+
+
+async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False) -> None:
+    loop = asyncio.get_running_loop()
+    redis = create_redis(settings)
+    metrics = Metrics()
+    runtime = Runtime(
+        settings=settings,
+        limits=limits,
+        redis=redis,
+        metrics=metrics,
+        request_log=RequestLog(redis, on_drop=metrics.log_dropped_total.inc),
+        pool=UpstreamPool(
+            loop,
+            max_idle_per_origin=limits.upstream_max_idle_per_origin,
+            idle_seconds=limits.upstream_idle_seconds,
+            max_response_head_bytes=limits.max_response_head_bytes,
+        ),
+        loop=loop,
+    )
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    # The first load happens before listening so a healthy Redis means no request sees an empty table.
+    try:
+        await reload(runtime)
+        runtime.redis_connected = True
+    except Exception as exc:
+        log.warning("initial route table load failed (%s); starting empty and retrying", exc)
+
+    servers: list[asyncio.Server] = []
+    servers.append(
+        await loop.create_server(
+            lambda: ClientConnection(runtime),
+            settings.BIND_HOST,
+            settings.HTTP_PORT,
+            reuse_port=reuse_port,
+            backlog=LISTEN_BACKLOG,
+        )
+    )
+    if settings.PROXY_PROTOCOL_PORT:
+        servers.append(
+            await loop.create_server(
+                lambda: ClientConnection(runtime, expect_proxy_header=True),
+                settings.BIND_HOST,
+                settings.PROXY_PROTOCOL_PORT,
+                reuse_port=reuse_port,
+                backlog=LISTEN_BACKLOG,
+            )
+        )
+    internal = await asyncio.start_server(
+        lambda r, w: handle_internal(runtime, r, w),
+        settings.INTERNAL_HOST,
+        settings.INTERNAL_PORT,
+        reuse_port=reuse_port,
+    )
+    servers.append(internal)
+    # Startup objects (modules, pydantic schemas) never die: keep them out of every future GC pass, and
+    # collect young objects less often, since per-request garbage is freed by refcounting anyway.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
+    tasks = [
+        loop.create_task(ConfigSync(runtime).run(), name="config-sync"),
+        loop.create_task(runtime.request_log.run(), name="request-log"),
+    ]
+    log.info(
+        "data plane listening: http %s:%d, proxy-protocol %s:%d, internal %s:%d (config version %d)",
+        settings.BIND_HOST,
+        settings.HTTP_PORT,
+        settings.BIND_HOST,
+        settings.PROXY_PROTOCOL_PORT,
+        settings.INTERNAL_HOST,
+        settings.INTERNAL_PORT,
+        runtime.table.version,
+    )
+    await stop.wait()
+    log.info("shutting down: draining %d connections", len(runtime.connections))
+    await _drain(runtime, servers, internal)
+    for task in tasks[:1]:
+        task.cancel()
+    await runtime.request_log.close()
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    runtime.pool.close()
+    await redis.aclose()
+    log.info("stopped")
+
+
+async def _drain(runtime: Runtime, servers: list[asyncio.Server], internal: asyncio.Server) -> None:
+    runtime.draining = True
+    for server in servers:
+        if server is not internal:
+            server.close()
+    for connection in list(runtime.connections):
+        connection.close_if_idle()
+    waiters = [asyncio.ensure_future(c.wait_closed()) for c in list(runtime.connections)]
+    if waiters:
+        _done, pending = await asyncio.wait(waiters, timeout=runtime.limits.shutdown_drain_seconds)
+        for waiter in pending:
+            waiter.cancel()
+    for connection in list(runtime.connections):
+        connection.abort()
+    internal.close()

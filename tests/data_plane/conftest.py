@@ -1,0 +1,123 @@
+"""Fixtures for data-plane tests: a real `python -m data_plane` subprocess on free ports, real backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import REPO_ROOT
+from tests.data_plane.backends import HttpBackend, WebSocketBackend
+from tests.harness.services import RedisServer, ServiceProcess, free_port, port_open
+
+
+@dataclass
+class DataPlane:
+    http_port: int
+    proxy_port: int
+    internal_port: int
+    service: ServiceProcess
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.internal_port}/health", timeout=2) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.internal_port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+
+    def wait_for_version(self, version: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.health()[1].get("config_version", 0) >= version:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"data plane did not reach config version {version}: {self.health()}")
+
+
+def start_data_plane(
+    redis_server: RedisServer,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+) -> DataPlane:
+    http_port, proxy_port, internal_port = free_port(), free_port(), free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "MHP_ENV_FILE": os.devnull,
+        "REDIS_URL": redis_server.url,
+        "REDIS_PASSWORD": redis_server.password,
+        "BIND_HOST": "127.0.0.1",
+        "HTTP_PORT": str(http_port),
+        "PROXY_PROTOCOL_PORT": str(proxy_port),
+        "INTERNAL_HOST": "127.0.0.1",
+        "INTERNAL_PORT": str(internal_port),
+        "LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(REPO_ROOT),
+        **(extra_env or {}),
+    }
+    service = ServiceProcess(
+        name="data-plane",
+        argv=[sys.executable, "-m", "data_plane", *(args or [])],
+        log_path=workdir / f"data-plane-{http_port}.log",
+        ready=lambda: port_open("127.0.0.1", internal_port) and port_open("127.0.0.1", http_port),
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    service.start()
+    return DataPlane(http_port, proxy_port, internal_port, service, extra_env or {})
+
+
+@pytest.fixture
+def redis_sync(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, password=redis_server.password, decode_responses=True)
+    client.flushall()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def data_plane(redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Path) -> Iterator[DataPlane]:
+    plane = start_data_plane(redis_server, tmp_path)
+    try:
+        yield plane
+    finally:
+        plane.service.stop()
+
+
+@pytest.fixture
+def http_backend() -> Iterator[HttpBackend]:
+    backend = HttpBackend()
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def ws_backend() -> Iterator[WebSocketBackend]:
+    backend = WebSocketBackend()
+    try:
+        yield backend
+    finally:
+        backend.close()
