@@ -11,21 +11,44 @@ from shared.models import ChangeEvent, ProxyTarget, Route
 
 
 def test_every_config_key_shares_one_hash_tag() -> None:
-    names = [keys.tokens(), keys.token_hashes(), keys.proxies(), keys.routes(), keys.config_version(),
-             keys.changes_stream(), keys.changes_channel()]
+    names = [
+        keys.tokens(),
+        keys.token_hashes(),
+        keys.proxies(),
+        keys.routes(),
+        keys.config_version(),
+        keys.changes_stream(),
+        keys.changes_channel(),
+    ]
     assert all(name.startswith("{mhp}:") for name in names)
     assert len(set(names)) == len(names)
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("Example.COM.", "example.com"), ("bücher.example", "xn--bcher-kva.example"), ("*.apps.example.com", "*.apps.example.com")],
+    [
+        ("Example.COM.", "example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("*.apps.example.com", "*.apps.example.com"),
+    ],
 )
 def test_hostnames_normalise(raw: str, expected: str) -> None:
     assert normalise_hostname(raw, allow_wildcard=True) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "*", "*.com", "a.*.example.com", "foo*.example.com", "-bad.example", "a_b.example", "x" * 64 + ".com"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "*",
+        "*.com",
+        "a.*.example.com",
+        "foo*.example.com",
+        "-bad.example",
+        "a_b.example",
+        "x" * 64 + ".com",
+    ],
+)
 def test_bad_hostnames_are_refused(raw: str) -> None:
     with pytest.raises(InvalidHostname):
         normalise_hostname(raw, allow_wildcard=True)
@@ -45,7 +68,13 @@ def test_proxy_target_rejects_bad_urls() -> None:
 def test_route_regex_is_compiled_at_validation() -> None:
     with pytest.raises(ValidationError, match="regular expression"):
         Route(id="r1", path_pattern="/(unclosed", match="regex", target_url="http://127.0.0.1:1")
-    route = Route(id="r1", path_pattern="^/api/(v1|v2)/", match="regex", target_url="http://127.0.0.1:1", methods=["get"])
+    route = Route(
+        id="r1",
+        path_pattern="^/api/(v1|v2)/",
+        match="regex",
+        target_url="http://127.0.0.1:1",
+        methods=["get"],
+    )
     assert route.methods == ["GET"]
 
 

@@ -71,7 +71,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+        log = open(self.log_path, "ab")  # the child owns the file for its lifetime
         self.process = subprocess.Popen(
             list(self.argv),
             stdout=log,
@@ -85,12 +85,16 @@ class ServiceProcess:
         deadline = time.monotonic() + self.start_timeout_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServiceStartError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise ServiceStartError(
+                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             if self.ready():
                 return self
             time.sleep(0.05)
         self.stop()
-        raise ServiceStartError(f"{self.name} not ready after {self.start_timeout_seconds}s:\n{self.log_tail()}")
+        raise ServiceStartError(
+            f"{self.name} not ready after {self.start_timeout_seconds}s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -132,7 +136,8 @@ def redis_server_binary() -> str:
     path = shutil.which("redis-server")
     if path is None:
         raise ServiceStartError(
-            "redis-server is not installed; run `just test` (installs it as root) or `apt-get install redis-server`"
+            "redis-server is not installed; run `just test` (installs it as root) "
+            "or `apt-get install redis-server`"
         )
     return path
 
@@ -144,14 +149,22 @@ def start_redis(workdir: Path, *, port: int | None = None, password: str | None 
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         redis_server_binary(),
-        "--bind", host,
-        "--port", str(port),
-        "--requirepass", password,
-        "--dir", str(workdir),
-        "--save", "",
-        "--appendonly", "no",
-        "--protected-mode", "yes",
-        "--daemonize", "no",
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--requirepass",
+        password,
+        "--dir",
+        str(workdir),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
     ]
     service = ServiceProcess(
         name=f"redis-server:{port}",

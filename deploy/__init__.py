@@ -1,0 +1,1 @@
+"""Deployment: local dev-loop scripts (deploy/local), Dockerfile and docker-compose.yml."""

@@ -1,0 +1,75 @@
+# mcp-http-proxy dev loop. `just up` runs the system, `just test` runs every test.
+# Every recipe first runs deploy/local/bootstrap.sh: it creates .venv and installs the project when missing or
+# when pyproject.toml changed, and installs redis-server (apt-get, as root) when missing. Arguments after a
+# recipe name go to the tool underneath (`just test -k tokens -x`).
+# The state dir (.data) and env file (.env) can be moved with MHP_STATE_DIR and MHP_ENV_FILE.
+
+set positional-arguments
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := justfile_directory() / ".venv/bin/python"
+export MHP_PYTHON := python
+
+# List the recipes
+default:
+    @"{{ just_executable() }}" --list
+
+# Create/refresh .venv and install redis-server when missing (every recipe runs this first)
+bootstrap:
+    @bash deploy/local/bootstrap.sh
+
+# Run Redis (embedded when REDIS_URL is empty), control plane and data plane in the foreground; Ctrl-C stops all
+up: bootstrap
+    exec "{{ python }}" -m deploy.local.supervisor up
+
+# Stop a running `just up` (from another terminal)
+down: bootstrap
+    "{{ python }}" -m deploy.local.supervisor down
+
+# Follow the combined log of `just up`
+logs: bootstrap
+    exec bash deploy/local/follow_logs.sh
+
+# Run every test (real redis-server etc. are started by the fixtures)
+test *args: bootstrap
+    "{{ python }}" -m pytest "$@"
+
+# Data-plane proxy tests (pytest marker `proxy`)
+test-proxy *args: bootstrap
+    bash deploy/local/pytest_marker.sh proxy "$@"
+
+# OAuth / protected-resource tests (pytest marker `auth`)
+test-auth *args: bootstrap
+    bash deploy/local/pytest_marker.sh auth "$@"
+
+# TLS and ACME tests (pytest marker `certificates`)
+test-certificates *args: bootstrap
+    bash deploy/local/pytest_marker.sh certificates "$@"
+
+# Tests that need dockerd (pytest marker `docker`)
+test-docker *args: bootstrap
+    bash deploy/local/pytest_marker.sh docker "$@"
+
+# ruff check, ruff format --check, mypy (strict on shared/ and data_plane/, see pyproject)
+lint: bootstrap
+    #!/usr/bin/env bash
+    # All three always run, so one pass shows every problem; any failure fails the recipe.
+    set -uo pipefail
+    status=0
+    "{{ python }}" -m ruff check . || status=1
+    "{{ python }}" -m ruff format --check . || status=1
+    "{{ python }}" -m mypy || status=1
+    exit "$status"
+
+# Format the code and apply ruff's safe fixes
+fmt: bootstrap
+    "{{ python }}" -m ruff format .
+    "{{ python }}" -m ruff check --fix .
+
+# redis-cli on the configured (or embedded) Redis, password from the env file
+redis-cli *args: bootstrap
+    exec "{{ python }}" -m deploy.local.redis_cli "$@"
+
+# Benchmarks (tests/bench); not part of `just test`
+bench *args: bootstrap
+    "{{ python }}" -m tests.bench.run "$@"
