@@ -39,11 +39,43 @@ class Settings(BaseSettings):
     GITHUB_CLIENT_ID: str = ""
     GITHUB_CLIENT_SECRET: str = ""
     OAUTH_JWT_PRIVATE_KEY_B64: str = ""
+    # Extra PEM public keys (base64, comma-separated) published in the JWKS during a signing-key rotation
+    OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64: str = ""
+    # Issuer URL override (e.g. http://127.0.0.1:9000 for loopback tests); default https://AUTH_HOST
+    OAUTH_ISSUER: str = ""
+    # Host of the authorization server; default "auth." + BASE_DOMAIN
+    AUTH_HOST: str = ""
+    OAUTH_ACCESS_TOKEN_TTL_SECONDS: int = Field(default=3600, ge=60, le=86400)
+    OAUTH_REFRESH_TOKEN_TTL_SECONDS: int = Field(default=30 * 86400, ge=300)
+    OAUTH_REFRESH_GRACE_SECONDS: int = Field(default=30, ge=0, le=600)
+    OAUTH_CODE_TTL_SECONDS: int = Field(default=60, ge=5, le=600)
+    OAUTH_CLIENT_TTL_SECONDS: int = Field(default=90 * 86400, ge=3600)
+    OAUTH_CONSENT_TTL_SECONDS: int = Field(default=30 * 86400, ge=60)
+    GITHUB_AUTHORIZE_URL: str = "https://github.com/login/oauth/authorize"
+    GITHUB_TOKEN_URL: str = "https://github.com/login/oauth/access_token"
+    GITHUB_DEVICE_CODE_URL: str = "https://github.com/login/device/code"
+    GITHUB_API_URL: str = "https://api.github.com"
 
     # ACME
     ACME_DIRECTORY_URL: str = "https://acme-v02.api.letsencrypt.org/directory"
     ACME_STAGING_URL: str = "https://acme-staging-v02.api.letsencrypt.org/directory"
     ACME_EMAIL: str = ""
+    # CA bundle for the ACME server's own HTTPS certificate (tests: Pebble); empty = system trust store
+    ACME_CA_BUNDLE: str = ""
+    # Background issuance worker (workflow consumer + renewal scheduler) in the control plane
+    ACME_WORKER_ENABLED: bool = True
+    ACME_RENEWAL_CHECK_INTERVAL_SECONDS: float = Field(default=86400.0, gt=0)
+    ACME_RENEW_BEFORE_DAYS: float = Field(default=30.0, ge=0)
+    ACME_RETRY_BASE_SECONDS: float = Field(default=60.0, gt=0)
+    ACME_RETRY_MAX_SECONDS: float = Field(default=6 * 3600.0, gt=0)
+    ACME_ORDER_TIMEOUT_SECONDS: float = Field(default=300.0, gt=0)
+    ACME_CHALLENGE_TTL_SECONDS: int = Field(default=3600, gt=0)
+    ACME_LOCK_LEASE_SECONDS: float = Field(default=60.0, gt=0)
+    ACME_AUTO_ENVIRONMENT: Literal["staging", "production"] = "production"
+    # CN of the self-signed certificate served for unknown SNI names (empty: BASE_DOMAIN)
+    FALLBACK_CERT_COMMON_NAME: str = ""
+    # Old key-encryption keys, comma-separated base64; they only decrypt (KEK rotation)
+    KEY_ENCRYPTION_PREVIOUS_KEYS_B64: str = ""
 
     # Used by tests that need a real domain (optional)
     TEST_DOMAIN: str = ""
@@ -65,6 +97,9 @@ class Settings(BaseSettings):
     # Data plane tuning
     RECONCILE_INTERVAL_SECONDS: float = Field(default=30.0, gt=0)
 
+    # Local dev loop: port of the private redis-server `just up` starts when REDIS_URL is empty
+    EMBEDDED_REDIS_PORT: int = Field(default=6379, ge=1, le=65535)
+
     @field_validator("TRUSTED_PROXY_CIDRS")
     @classmethod
     def _cidrs_parse(cls, value: str) -> str:
@@ -77,9 +112,19 @@ class Settings(BaseSettings):
         return tuple(ipaddress.ip_network(p, strict=False) for p in _split_csv(self.TRUSTED_PROXY_CIDRS))
 
     @property
+    def auth_host(self) -> str:
+        """Host of the OAuth authorization server: AUTH_HOST, else auth.<BASE_DOMAIN>."""
+        return (self.AUTH_HOST or f"auth.{self.BASE_DOMAIN}").strip().rstrip(".").lower()
+
+    @property
+    def oauth_issuer(self) -> str:
+        """The issuer URL (no trailing slash): OAUTH_ISSUER, else https://<auth host>."""
+        return (self.OAUTH_ISSUER or f"https://{self.auth_host}").rstrip("/")
+
+    @property
     def effective_redis_url(self) -> str:
         """REDIS_URL, or the embedded local Redis `just up` starts when REDIS_URL is empty."""
-        return self.REDIS_URL or "redis://127.0.0.1:6379/0"
+        return self.REDIS_URL or f"redis://127.0.0.1:{self.EMBEDDED_REDIS_PORT}/0"
 
 
 def _split_csv(value: str) -> list[str]:
@@ -90,4 +135,4 @@ def load_settings(**overrides: object) -> Settings:
     """Settings from the environment and the env file; keyword overrides win (used by tests)."""
     path = env_file_path()
     env_file = path if path and os.path.isfile(path) else None
-    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg, arg-type]
