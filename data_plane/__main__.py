@@ -8,15 +8,15 @@ when they have all stopped (a worker that dies is reported; the supervisor then 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import uvloop
+from pydantic import ValidationError
 
-from data_plane.limits import InvalidLimit, Limits
+from data_plane.limits import Limits
 from data_plane.process import serve
 from shared.config import load_settings
 from shared.logging_setup import configure_logging
@@ -29,13 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    settings = load_settings()
-    configure_logging(settings.LOG_LEVEL, "data-plane")
     try:
-        limits = Limits.from_environ(os.environ)
-    except InvalidLimit as exc:
-        print(f"data plane: {exc}", file=sys.stderr)
+        settings = load_settings()
+    except ValidationError as exc:
+        print(f"data plane: invalid settings: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.LOG_LEVEL, "data-plane")
+    limits = Limits.from_settings(settings)
     if args.workers > 1:
         return _supervise(args.workers)
     uvloop.run(serve(settings, limits, reuse_port=args.reuse_port))

@@ -1,45 +1,37 @@
-"""Data-plane limits and timeouts, with safe defaults, overridable from the environment.
+"""Data-plane limits and timeouts as one frozen value, built once from Settings.
 
-These are edge-security knobs kept as data (STYLE 9). They are read from `DP_*` environment variables so tests
-and operators can tighten them without code; each variable is the field name upper-cased with a `DP_` prefix
-(e.g. DP_HEADER_READ_TIMEOUT_SECONDS). An unparsable value is refused at startup with the variable named.
+These are edge-security knobs kept as data (STYLE 9): each is a `DP_*` setting in shared/config.py, so it can
+be set in the environment or `.env` and is documented with its default in `.env.example`. Validation (positive
+numbers) happens in Settings, so a bad value is refused at start-up with the variable named.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-
-class InvalidLimit(ValueError):
-    pass
+from shared.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_header_bytes: int = 16 * 1024  # request line + headers; beyond -> 431
-    header_read_timeout_seconds: float = 10.0  # whole request head must arrive within this (slowloris)
-    keepalive_idle_timeout_seconds: float = 60.0  # idle client connection between requests
-    max_connections: int = 10_000  # per process; beyond -> 503 and close
-    upstream_max_idle_per_origin: int = 64
-    upstream_idle_seconds: float = 30.0
-    max_response_head_bytes: int = 64 * 1024
-    shutdown_drain_seconds: float = 20.0  # SIGTERM: in-flight requests get this long to finish
+    max_header_bytes: int  # request line + headers; beyond -> 431
+    header_read_timeout_seconds: float  # whole request head must arrive within this (slowloris)
+    keepalive_idle_timeout_seconds: float  # idle client connection between requests
+    max_connections: int  # per process; beyond -> 503 and close
+    upstream_max_idle_per_origin: int
+    upstream_idle_seconds: float
+    max_response_head_bytes: int
+    shutdown_drain_seconds: float  # SIGTERM: in-flight requests get this long to finish
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> Limits:
-        values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            name = f"DP_{field.name.upper()}"
-            raw = environ.get(name)
-            if raw is None or raw == "":
-                continue
-            try:
-                value: float = int(raw) if field.type in ("int", int) else float(raw)
-            except ValueError as exc:
-                raise InvalidLimit(f"{name}={raw!r} is not a number") from exc
-            if value <= 0:
-                raise InvalidLimit(f"{name} must be positive, got {raw!r}")
-            values[field.name] = value
-        return cls(**values)  # type: ignore[arg-type]
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_header_bytes=settings.DP_MAX_HEADER_BYTES,
+            header_read_timeout_seconds=settings.DP_HEADER_READ_TIMEOUT_SECONDS,
+            keepalive_idle_timeout_seconds=settings.DP_KEEPALIVE_IDLE_TIMEOUT_SECONDS,
+            max_connections=settings.DP_MAX_CONNECTIONS,
+            upstream_max_idle_per_origin=settings.DP_UPSTREAM_MAX_IDLE_PER_ORIGIN,
+            upstream_idle_seconds=settings.DP_UPSTREAM_IDLE_SECONDS,
+            max_response_head_bytes=settings.DP_MAX_RESPONSE_HEAD_BYTES,
+            shutdown_drain_seconds=settings.DP_SHUTDOWN_DRAIN_SECONDS,
+        )

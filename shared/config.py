@@ -96,6 +96,15 @@ class Settings(BaseSettings):
 
     # Data plane tuning
     RECONCILE_INTERVAL_SECONDS: float = Field(default=30.0, gt=0)
+    # Data-plane limits and timeouts (edge security as data; safe defaults)
+    DP_MAX_HEADER_BYTES: int = Field(default=16 * 1024, gt=0)
+    DP_HEADER_READ_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    DP_KEEPALIVE_IDLE_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)
+    DP_MAX_CONNECTIONS: int = Field(default=10_000, gt=0)
+    DP_UPSTREAM_MAX_IDLE_PER_ORIGIN: int = Field(default=64, gt=0)
+    DP_UPSTREAM_IDLE_SECONDS: float = Field(default=30.0, gt=0)
+    DP_MAX_RESPONSE_HEAD_BYTES: int = Field(default=64 * 1024, gt=0)
+    DP_SHUTDOWN_DRAIN_SECONDS: float = Field(default=20.0, gt=0)
 
     # Local dev loop: port of the private redis-server `just up` starts when REDIS_URL is empty
     EMBEDDED_REDIS_PORT: int = Field(default=6379, ge=1, le=65535)
