@@ -11,7 +11,6 @@ limits.shutdown_drain_seconds, then abort what remains, flush the request log an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -30,6 +29,7 @@ from shared.redis_client import create_redis
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048
+TASK_STOP_SECONDS = 3.0
 GC_GEN0_THRESHOLD = 20_000
 
 
@@ -111,16 +111,27 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
     await stop.wait()
     log.info("shutting down: draining %d connections", len(runtime.connections))
     await _drain(runtime, servers, internal)
-    for task in tasks[:1]:
-        task.cancel()
+    tasks[0].cancel()
     await runtime.request_log.close()
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _stop_tasks(tasks)
     runtime.pool.close()
     await redis.aclose()
     log.info("stopped")
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the background tasks and wait a bounded time: a cancel can be lost inside a Redis client call
+    that is connecting at that moment, and shutdown must never hang on it."""
+    for task in tasks:
+        task.cancel()
+    _done, pending = await asyncio.wait(tasks, timeout=TASK_STOP_SECONDS)
+    for task in pending:
+        log.warning(
+            "background task %s did not stop within %.0fs; exiting anyway", task.get_name(), TASK_STOP_SECONDS
+        )
+    for task in _done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 async def _drain(runtime: Runtime, servers: list[asyncio.Server], internal: asyncio.Server) -> None:

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
+# get_message wakes at least this often so the loop notices shutdown even if a cancel was lost inside the
+# Redis client (observed while it was connecting).
+LISTEN_POLL_SECONDS = 1.0
 
 
 async def reload(runtime: Runtime) -> bool:
@@ -48,7 +51,7 @@ class ConfigSync:
     async def run(self) -> None:
         runtime = self._runtime
         backoff = BACKOFF_INITIAL_SECONDS
-        while True:
+        while not runtime.draining:
             pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.changes_channel())
@@ -76,8 +79,8 @@ class ConfigSync:
         runtime = self._runtime
         loop = asyncio.get_running_loop()
         next_reconcile = loop.time() + self._reconcile_seconds
-        while True:
-            timeout = max(next_reconcile - loop.time(), 0.0)
+        while not runtime.draining:
+            timeout = min(max(next_reconcile - loop.time(), 0.0), LISTEN_POLL_SECONDS)
             message = await pubsub.get_message(timeout=timeout)  # type: ignore[attr-defined]
             if message is not None and message.get("type") == "message":
                 try:
