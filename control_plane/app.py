@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from shared.config import Settings, load_settings
 from shared.redis_client import create_redis
 
-from .api import error_handlers, health, proxies, routes, tokens
+from .acme.worker import start_certificate_worker
+from .api import auth_config, certificates, error_handlers, health, oauth, proxies, routes, tokens
 from .runtime import Runtime
 
 
@@ -25,9 +26,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = create_redis(resolved)
         app.state.runtime = Runtime.build(resolved, redis)
+        app.state.runtime.oauth.start(app.state.runtime.proxies)
+        certificate_worker = start_certificate_worker(
+            app.state.runtime.store, resolved, app.state.runtime.certificates
+        )
         try:
             yield
         finally:
+            if certificate_worker is not None:
+                await certificate_worker.stop()
+            await app.state.runtime.oauth.aclose()
             await redis.aclose()
 
     app = FastAPI(
@@ -41,4 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(proxies.router)
     app.include_router(routes.router)
+    app.include_router(certificates.router)
+    app.include_router(auth_config.router)
+    oauth.install(app, resolved.oauth_issuer)
     return app

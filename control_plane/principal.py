@@ -3,10 +3,15 @@
 ADMIN_TOKEN (settings) is compared in constant time and may do everything. Any other token is hashed with
 SHA-256 and looked up in one HGET (keys.token_hashes()); the plaintext is never stored or compared.
 An ordinary token sees and changes only objects whose `owner` is its own name.
+
+A JWT access token our authorization server issued for the management API (`mhp oauth login`) names a GitHub
+login; logins listed in ADMIN_GITHUB_USERS act as the admin, anyone else is refused with 403 (signed in, but
+not allowed), so a GitHub account never gains access just by existing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from shared.models import ADMIN_OWNER
@@ -52,7 +57,20 @@ async def require_current(reader: store.Reader, principal: Principal) -> None:
         raise Unauthorized("invalid or revoked token", invalid_token=True)
 
 
-async def authenticate(authorization: str | None, admin_token: str, reader: store.Reader) -> Principal:
+OAuthLogin = Callable[[str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthAdmins:
+    """How management-API JWTs are resolved: the verifier, and the GitHub logins that act as admin."""
+
+    login_of: OAuthLogin
+    admin_logins: frozenset[str]
+
+
+async def authenticate(
+    authorization: str | None, admin_token: str, reader: store.Reader, oauth: OAuthAdmins | None = None
+) -> Principal:
     """Resolve an `Authorization` header value; raises Unauthorized (401) when it names no one."""
     if not authorization:
         raise Unauthorized("missing bearer token", invalid_token=False)
@@ -62,6 +80,16 @@ async def authenticate(authorization: str | None, admin_token: str, reader: stor
         raise Unauthorized("expected 'Authorization: Bearer <token>'", invalid_token=False)
     if admin_token and constant_time_equal(credentials, admin_token):
         return ADMIN
+    if oauth is not None and credentials.count(".") == 2:
+        login = await oauth.login_of(credentials)
+        if login is None:
+            raise Unauthorized("invalid, expired or revoked access token", invalid_token=True)
+        if login.lower() in oauth.admin_logins:
+            return ADMIN
+        raise Forbidden(
+            f"GitHub user {login!r} is signed in but may not use the management API; "
+            "the operator can add the login to ADMIN_GITHUB_USERS"
+        )
     name = await reader.token_name_for_hash(token_sha256(credentials))
     if name is None:
         raise Unauthorized("invalid or revoked token", invalid_token=True)

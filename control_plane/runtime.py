@@ -13,6 +13,9 @@ import redis.asyncio as aioredis
 from shared.config import Settings
 
 from .cascade import CascadeRegistry
+from .oauth.server import OAuthServer
+from .services.auth_config import AuthConfigService, delete_owned_auth_configs
+from .services.certificates import CertificateService, delete_owned_certificates
 from .services.proxies import ProxyService, delete_owned_proxies
 from .services.routes import RouteService, delete_owned_routes
 from .services.tokens import TokenService
@@ -24,6 +27,8 @@ def default_cascade() -> CascadeRegistry:
     registry = CascadeRegistry()
     registry.register("proxy", delete_owned_proxies)
     registry.register("route", delete_owned_routes)
+    registry.register("certificate", delete_owned_certificates)
+    registry.register("auth", delete_owned_auth_configs)
     return registry
 
 
@@ -35,15 +40,22 @@ class Runtime:
     tokens: TokenService
     proxies: ProxyService
     routes: RouteService
+    certificates: CertificateService
+    auth_config: AuthConfigService
+    oauth: OAuthServer
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
         store = Store(redis)
+        certificates = CertificateService(store, settings)
         return cls(
             settings=settings,
             redis=redis,
             store=store,
             tokens=TokenService(store, default_cascade()),
-            proxies=ProxyService(store),
+            proxies=ProxyService(store, on_saved=certificates.want_for_proxy),
             routes=RouteService(store),
+            certificates=certificates,
+            auth_config=AuthConfigService(store, settings),
+            oauth=OAuthServer(settings, redis, store.reader),
         )

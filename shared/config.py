@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     GITHUB_TOKEN_URL: str = "https://github.com/login/oauth/access_token"
     GITHUB_DEVICE_CODE_URL: str = "https://github.com/login/device/code"
     GITHUB_API_URL: str = "https://api.github.com"
+    # GitHub logins (comma-separated) whose `mhp oauth login` tokens act as ADMIN_TOKEN on the management API
+    ADMIN_GITHUB_USERS: str = ""
+    # Client ID Metadata Documents may be fetched from private/loopback addresses (tests only; SSRF guard)
+    OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS: bool = False
 
     # ACME
     ACME_DIRECTORY_URL: str = "https://acme-v02.api.letsencrypt.org/directory"
@@ -119,6 +123,10 @@ class Settings(BaseSettings):
     @cached_property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(p, strict=False) for p in _split_csv(self.TRUSTED_PROXY_CIDRS))
+
+    @property
+    def admin_github_users(self) -> frozenset[str]:
+        return frozenset(login.lower() for login in _split_csv(self.ADMIN_GITHUB_USERS))
 
     @property
     def auth_host(self) -> str:

@@ -56,3 +56,147 @@ def request_log_stream() -> str:
 def all_config_keys() -> tuple[str, ...]:
     """Keys the data plane reads to build its route table, in one transaction."""
     return (config_version(), proxies(), routes())
+
+
+# ---- Certificates (ACME) ----
+#   {mhp}:certificates              hash  cert name -> Certificate JSON (writes bump the config version)
+#   {mhp}:certificate-domains       hash  domain    -> cert name (a domain belongs to at most one certificate)
+#   {mhp}:acme-accounts             hash  account id (sha256 of directory URL + email) -> AcmeAccount JSON
+#   {mhp}:acme-challenge:<token>    string key-authorisation for HTTP-01, with a TTL
+#   {mhp}:acme-lock:<domain>        string lock owner id, SET NX PX (lease renewed while issuing)
+#   {mhp}:acme-scheduler-lock:<kind> string one replica's renewal (or retry) scan per interval
+#   {mhp}:acme-workflow             stream "certificate wanted" events, consumed by ACME_WORKFLOW_GROUP
+#   {mhp}:fallback-certificate      string FallbackCertificate JSON (self-signed, shared by every replica)
+
+ACME_WORKFLOW_GROUP = "acme-workers"
+
+
+def certificates() -> str:
+    return f"{TAG}:certificates"
+
+
+def certificate_domains() -> str:
+    return f"{TAG}:certificate-domains"
+
+
+def acme_accounts() -> str:
+    return f"{TAG}:acme-accounts"
+
+
+def acme_challenge(token: str) -> str:
+    return f"{TAG}:acme-challenge:{token}"
+
+
+def acme_lock(domain: str) -> str:
+    return f"{TAG}:acme-lock:{domain}"
+
+
+def acme_scheduler_lock(kind: str) -> str:
+    return f"{TAG}:acme-scheduler-lock:{kind}"
+
+
+def acme_workflow_stream() -> str:
+    return f"{TAG}:acme-workflow"
+
+
+def acme_workflow_group() -> str:
+    return ACME_WORKFLOW_GROUP
+
+
+def fallback_certificate() -> str:
+    return f"{TAG}:fallback-certificate"
+
+
+def certificate_snapshot_keys() -> tuple[str, ...]:
+    """Keys the data plane reads to build its certificate table, in one transaction."""
+    return (config_version(), certificates(), fallback_certificate())
+
+
+# ---- OAuth authorization server and protected resources (issue 5)
+# Per-proxy auth config and PRM fields are config (written with the config-write transaction, kind "auth"):
+#     {mhp}:proxy-auth             hash  hostname -> ProxyAuthConfig JSON
+#     {mhp}:proxy-resources        hash  hostname -> ProxyResource JSON
+# OAuth protocol state is not config: short-lived string keys with TTLs, never part of a snapshot:
+#     {mhp}:oauth:client:<client_id>           OAuthClient JSON (TTL renewed on use)
+#     {mhp}:oauth:authreq:<id>                 pending /authorize request (minutes)
+#     {mhp}:oauth:upstream:<state>             upstream (GitHub) login state, single-use (minutes)
+#     {mhp}:oauth:code:<sha256>                authorization code, single-use (seconds)
+#     {mhp}:oauth:code-used:<sha256>           grant family a redeemed code issued (replay detection)
+#     {mhp}:oauth:grant:<family>               OAuthGrant JSON: who, which client, scope, audience
+#     {mhp}:oauth:grant-jtis:<family>          zset access-token jti -> exp issued in that family
+#     {mhp}:oauth:refresh:<sha256>             RefreshRecord JSON
+#     {mhp}:oauth:consent:<login>:<client_id>  remembered consent (scopes)
+#     {mhp}:oauth:device:<sha256>              device-flow login in progress
+#     {mhp}:oauth:revoked-jtis                 zset jti -> token exp; data planes load it and refuse those
+#     {mhp}:oauth:revocations                  pub/sub channel; message = "<jti> <exp>" of a revoked token
+#     {mhp}:oauth:jwks                         JWKS JSON of the issuer (data planes cache it)
+#     {mhp}:oauth:cimd:<sha256 of URL>         a fetched Client ID Metadata Document, as OAuthClient JSON
+
+
+def proxy_auth() -> str:
+    return f"{TAG}:proxy-auth"
+
+
+def proxy_resources() -> str:
+    return f"{TAG}:proxy-resources"
+
+
+def auth_config_keys() -> tuple[str, ...]:
+    """Hashes a data plane reads (with all_config_keys(), in one MULTI): which proxies are protected."""
+    return (proxy_auth(), proxy_resources())
+
+
+def oauth_client(client_id: str) -> str:
+    return f"{TAG}:oauth:client:{client_id}"
+
+
+def oauth_authorization_request(request_id: str) -> str:
+    return f"{TAG}:oauth:authreq:{request_id}"
+
+
+def oauth_upstream_state(state: str) -> str:
+    return f"{TAG}:oauth:upstream:{state}"
+
+
+def oauth_code(code_sha256: str) -> str:
+    return f"{TAG}:oauth:code:{code_sha256}"
+
+
+def oauth_code_used(code_sha256: str) -> str:
+    return f"{TAG}:oauth:code-used:{code_sha256}"
+
+
+def oauth_grant(family_id: str) -> str:
+    return f"{TAG}:oauth:grant:{family_id}"
+
+
+def oauth_grant_jtis(family_id: str) -> str:
+    return f"{TAG}:oauth:grant-jtis:{family_id}"
+
+
+def oauth_refresh_token(token_sha256: str) -> str:
+    return f"{TAG}:oauth:refresh:{token_sha256}"
+
+
+def oauth_consent(login: str, client_id: str) -> str:
+    return f"{TAG}:oauth:consent:{login}:{client_id}"
+
+
+def oauth_device_login(device_code_sha256: str) -> str:
+    return f"{TAG}:oauth:device:{device_code_sha256}"
+
+
+def oauth_revoked_jtis() -> str:
+    return f"{TAG}:oauth:revoked-jtis"
+
+
+def oauth_revocations_channel() -> str:
+    return f"{TAG}:oauth:revocations"
+
+
+def oauth_jwks() -> str:
+    return f"{TAG}:oauth:jwks"
+
+
+def oauth_client_metadata_document(url_sha256: str) -> str:
+    return f"{TAG}:oauth:cimd:{url_sha256}"

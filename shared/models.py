@@ -179,3 +179,338 @@ class ChangeEvent(BaseModel):
     @classmethod
     def from_stream_fields(cls, fields: dict[str, str]) -> ChangeEvent:
         return cls.model_validate(fields)
+
+
+# ---- Certificates (ACME) ----
+
+CERT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_CERTIFICATE_DOMAINS = 100
+
+
+class Certificate(Stored):
+    """A certificate for 1..100 non-wildcard domains, issued over ACME HTTP-01.
+
+    `status` is the state of the latest issuance attempt: pending (wanted, not yet issued), active (a cert is
+    stored), failed (`error` holds the CA's reason; retried at `next_retry_at`). A cert that fails to *renew*
+    stays active while its stored chain is still valid. The private key is only ever stored encrypted
+    (shared.encryption, context "certificate:<cert_name>").
+    """
+
+    cert_name: Annotated[str, Field(pattern=CERT_NAME_PATTERN)]
+    domains: Annotated[list[str], Field(min_length=1, max_length=MAX_CERTIFICATE_DOMAINS)]
+    email: str = ""
+    environment: Literal["staging", "production"] = "production"
+    directory_url: str
+    status: Literal["pending", "active", "failed"] = "pending"
+    error: str = ""
+    fullchain_pem: str = ""
+    private_key_encrypted: str = ""
+    issuer: str = ""
+    serial: str = ""
+    not_before: float | None = None
+    not_after: float | None = None
+    fingerprint_sha256: str = ""
+    # What the stored chain was issued for: a change of domains or directory means a new issuance is due.
+    issued_at: float | None = None
+    issued_domains: list[str] = Field(default_factory=list)
+    issued_directory_url: str = ""
+    renew_requested_at: float | None = None
+    auto: bool = False  # requested automatically for an HTTPS proxy rather than through the API
+    owner: str = ADMIN_OWNER
+    created_at: float = Field(default_factory=now_seconds)
+    updated_at: float = Field(default_factory=now_seconds)
+    attempts: int = 0
+    next_retry_at: float | None = None
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for domain in value:
+            if domain.strip().startswith("*"):
+                raise ValueError(f"{domain!r}: wildcard names cannot be validated over HTTP-01")
+            name = normalise_hostname(domain, allow_wildcard=False)
+            if name not in out:
+                out.append(name)
+        return out
+
+    @property
+    def has_chain(self) -> bool:
+        return bool(self.fullchain_pem and self.private_key_encrypted)
+
+
+class AcmeAccount(Stored):
+    """An ACME account per (directory URL, email); the account key is stored encrypted (context
+    "acme-account:<account_id>")."""
+
+    account_id: str
+    directory_url: str
+    email: str = ""
+    account_uri: str
+    key_encrypted: str
+    created_at: float = Field(default_factory=now_seconds)
+
+
+class FallbackCertificate(Stored):
+    """The self-signed certificate served for unknown SNI names; one for every data-plane replica (key
+    encrypted with context "fallback-certificate")."""
+
+    common_name: str
+    cert_pem: str
+    private_key_encrypted: str
+    created_at: float = Field(default_factory=now_seconds)
+
+
+class CertificateWanted(BaseModel):
+    """A workflow event: issue (or re-check) a certificate, or find one for an HTTPS proxy hostname."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = 1
+    reason: Literal["created", "renew", "convert", "proxy", "schedule", "retry"]
+    cert_name: str = ""
+    hostname: str = ""
+    at: float = Field(default_factory=now_seconds)
+
+    def to_stream_fields(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.model_dump().items()}
+
+    @classmethod
+    def from_stream_fields(cls, fields: dict[str, str]) -> CertificateWanted:
+        return cls.model_validate(fields)
+
+
+# ---- OAuth: per-proxy protection (config, kind "auth") ----
+
+IdentityField = Literal["login", "sub", "email", "orgs", "scope", "client_id", "name"]
+DEFAULT_MCP_SCOPE = "mcp"
+
+
+def canonical_resource_uri(value: str) -> str:
+    """A protected resource URI as both planes compare it (RFC 8707 / 9728): absolute http(s), no fragment
+    or query, scheme and host lower-case, default port dropped, no trailing slash (except none at all)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("resource must be an absolute http:// or https:// URI")
+    if not parts.hostname:
+        raise ValueError("resource must name a host")
+    if parts.fragment or parts.query or parts.username or parts.password:
+        raise ValueError("resource must not carry a query, fragment or credentials")
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"resource has an invalid port: {exc}") from exc
+    host = parts.hostname.lower().rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = 443 if scheme == "https" else 80
+    netloc = host if port in (None, default_port) else f"{host}:{port}"
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{netloc}{path}"
+
+
+class ScopeRule(BaseModel):
+    """Scopes a request needs when its path starts with `path_prefix` (and its method is listed, or any)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path_prefix: Annotated[str, Field(pattern=r"^/", max_length=2048)]
+    methods: list[str] = Field(default_factory=list)
+    scopes: list[Annotated[str, Field(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]] = Field(default_factory=list)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        out = [m.upper() for m in value]
+        for method in out:
+            if not re.fullmatch(r"[A-Z]{1,20}", method):
+                raise ValueError(f"invalid HTTP method {method!r}")
+        return out
+
+
+ScopeToken = Annotated[str, Field(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$", max_length=128)]
+
+
+def _default_identity_headers() -> dict[str, IdentityField]:
+    return {"X-Auth-User": "login", "X-Auth-Subject": "sub", "X-Auth-Scopes": "scope"}
+
+
+class ProxyAuthConfig(Stored):
+    """OAuth protection of one proxy. `allowed_users` / `allowed_orgs` are GitHub logins / org logins;
+    `*` in allowed_users admits any signed-in user. A request is allowed when its token's login is listed,
+    or one of its orgs is listed. `required_scopes` apply unless a ScopeRule (first match) says otherwise.
+    `public_paths` are path prefixes that never need a token. `identity_headers` maps a header sent upstream
+    to the token field it carries; client-sent copies of those (and X-Auth-*, X-Forwarded-User) are stripped.
+    """
+
+    hostname: str
+    enabled: bool = True
+    allowed_users: list[str] = Field(default_factory=list)
+    allowed_orgs: list[str] = Field(default_factory=list)
+    required_scopes: list[ScopeToken] = Field(default_factory=lambda: [DEFAULT_MCP_SCOPE])
+    scope_rules: list[ScopeRule] = Field(default_factory=list)
+    public_paths: list[Annotated[str, Field(pattern=r"^/", max_length=2048)]] = Field(default_factory=list)
+    identity_headers: dict[HeaderName, IdentityField] = Field(default_factory=_default_identity_headers)
+    # Per-proxy GitHub OAuth app (overrides GITHUB_CLIENT_ID/SECRET for logins to this resource). The secret
+    # is only ever stored encrypted (shared.encryption, context "github-app:<hostname>") and never returned.
+    github_client_id: str = ""
+    github_client_secret_encrypted: str = ""
+    owner: str = ADMIN_OWNER
+    created_at: float = Field(default_factory=now_seconds)
+    updated_at: float = Field(default_factory=now_seconds)
+    # Browser origins (scheme://host[:port]) allowed to call the resource; empty = no Origin check. A request
+    # carrying another Origin gets 403 (DNS rebinding / cross-site calls). The resource's own origin is
+    # always allowed.
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return normalise_hostname(value, allow_wildcard=True)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for origin in value:
+            canonical = canonical_resource_uri(origin)
+            if canonical.count("/") != 2:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+            if canonical not in out:
+                out.append(canonical)
+        return out
+
+    @field_validator("allowed_users", "allowed_orgs")
+    @classmethod
+    def _logins(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for login in value:
+            name = login.strip().lower()
+            if name != "*" and not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,38})", name):
+                raise ValueError(f"{login!r} is not a GitHub login (or '*')")
+            if name not in out:
+                out.append(name)
+        return out
+
+
+class ProxyResource(Stored):
+    """Protected Resource Metadata fields (RFC 9728) of one protected proxy. The resource URI is
+    scheme://<hostname>[:port]<path> as the client typed it; `path` is "" for the whole host."""
+
+    hostname: str
+    path: Annotated[str, Field(pattern=r"^(/[^?#\s]*)?$", max_length=2048)] = "/mcp"
+    scopes_supported: list[ScopeToken] = Field(default_factory=lambda: [DEFAULT_MCP_SCOPE])
+    resource_name: str = ""
+    resource_documentation: str = ""
+    owner: str = ADMIN_OWNER
+    updated_at: float = Field(default_factory=now_seconds)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        return normalise_hostname(value, allow_wildcard=True)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+# ---- OAuth: authorization-server state (not config; TTL'd keys, see shared.keys) ----
+
+
+class OAuthClient(Stored):
+    """A registered OAuth client (RFC 7591). Secrets are stored as SHA-256 only."""
+
+    client_id: str
+    client_secret_sha256: str = ""
+    registration_token_sha256: str = ""
+    client_name: str = ""
+    redirect_uris: list[str]
+    grant_types: list[str] = Field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    response_types: list[str] = Field(default_factory=lambda: ["code"])
+    token_endpoint_auth_method: Literal["none", "client_secret_post", "client_secret_basic"] = "none"
+    scope: str = ""
+    client_uri: str = ""
+    logo_uri: str = ""
+    contacts: list[str] = Field(default_factory=list)
+    software_id: str = ""
+    software_version: str = ""
+    client_id_issued_at: int = 0
+    created_at: float = Field(default_factory=now_seconds)
+
+
+class AuthorizationRequest(Stored):
+    """A validated /authorize request waiting for consent and the upstream login."""
+
+    request_id: str
+    upstream_app_hostname: str = ""  # proxy whose GitHub app signs the user in ("" = the default app)
+    client_id: str
+    redirect_uri: str
+    state: str | None = None
+    scope: str
+    resources: list[str]
+    code_challenge: str
+    csrf_token: str
+    created_at: float = Field(default_factory=now_seconds)
+
+
+class UpstreamLogin(Stored):
+    """Our state at the upstream identity provider: which request it finishes, and our PKCE verifier."""
+
+    request_id: str
+    code_verifier: str
+    redirect_uri: str
+    upstream_app_hostname: str = ""
+    created_at: float = Field(default_factory=now_seconds)
+
+
+class UserIdentity(BaseModel):
+    """Who signed in upstream (GitHub)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sub: str
+    login: str
+    name: str = ""
+    email: str = ""
+    orgs: list[str] = Field(default_factory=list)
+
+
+class AuthorizationCode(Stored):
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    scope: str
+    resources: list[str]
+    user: UserIdentity
+    created_at: float = Field(default_factory=now_seconds)
+
+
+class OAuthGrant(Stored):
+    """One grant (refresh-token family): everything a token issued under it carries."""
+
+    family_id: str
+    client_id: str
+    scope: str
+    resources: list[str]
+    user: UserIdentity
+    created_at: float = Field(default_factory=now_seconds)
+
+
+class RefreshRecord(Stored):
+    family_id: str
+    client_id: str
+    issued_at: float = Field(default_factory=now_seconds)
+    rotated_at: float | None = None
+
+
+class DeviceLogin(Stored):
+    """A device-flow login (`mhp oauth login`) backed by the upstream's device flow."""
+
+    upstream_device_code: str
+    client_id: str
+    scope: str
+    resources: list[str]
+    interval_seconds: int = 5
+    created_at: float = Field(default_factory=now_seconds)

@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..principal import Principal, authenticate
+from ..principal import OAuthAdmins, Principal, authenticate
 from ..runtime import Runtime
 
 # Declared for the OpenAPI "Authorize" button; the header itself is checked by `authenticate`, so a missing
 # or malformed header gets our 401 with WWW-Authenticate instead of FastAPI's 403.
-_bearer_scheme = HTTPBearer(auto_error=False, description="ADMIN_TOKEN or an API token (acm_...)")
+_bearer_scheme = HTTPBearer(
+    auto_error=False, description="ADMIN_TOKEN, an API token (acm_...), or an `mhp oauth login` access token"
+)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -25,8 +27,9 @@ async def get_principal(
     runtime: Annotated[Runtime, Depends(get_runtime)],
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
 ) -> Principal:
+    oauth = OAuthAdmins(runtime.oauth.api_login, runtime.settings.admin_github_users)
     return await authenticate(
-        request.headers.get("authorization"), runtime.settings.ADMIN_TOKEN, runtime.store.reader
+        request.headers.get("authorization"), runtime.settings.ADMIN_TOKEN, runtime.store.reader, oauth
     )
 
 

@@ -81,6 +81,10 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
         self._http = httpx.Client(base_url=endpoint.url, headers=headers, timeout=REQUEST_TIMEOUT_SECONDS)
 
+    @property
+    def base_url(self) -> str:
+        return self._endpoint.url
+
     def __enter__(self) -> ApiClient:
         return self
 

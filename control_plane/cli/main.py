@@ -3,6 +3,7 @@
     mhp tokens create|list|show|update|delete
     mhp proxy  create|list|show|update|delete
     mhp route  create|list|show|update|delete
+    mhp cert   create|create-multi|list|show|status|renew|convert-to-production|delete
 
 Output is an aligned table, or the API's JSON with --json. Errors are one line on stderr; exit status 1 for
 an API error, 2 for a usage error, 3 when the control plane cannot be reached.
@@ -18,11 +19,13 @@ from typing import Any
 from urllib.parse import quote
 
 from . import render
+from .auth_commands import add_auth_commands
 from .client import ApiClient, CliError, resolve_endpoint
 
 TOKENS = "/api/v1/tokens/"
 PROXIES = "/api/v1/proxy/targets/"
 ROUTES = "/api/v1/routes/"
+CERTIFICATES = "/api/v1/certificates/"
 
 Handler = Callable[[ApiClient, argparse.Namespace], Any]
 
@@ -208,6 +211,67 @@ def _add_route_options(parser: argparse.ArgumentParser, *, create: bool) -> None
     parser.add_argument("--description")
 
 
+# ---- certificates ----
+
+
+def _certificate_body(args: argparse.Namespace, domains: list[str]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "cert_name": args.name,
+        "domains": domains,
+        "environment": "staging" if args.staging else "production",
+    }
+    if args.email is not None:
+        body["email"] = args.email
+    return body
+
+
+def cert_create(api: ApiClient, args: argparse.Namespace) -> Any:
+    return api.request("POST", CERTIFICATES, _certificate_body(args, [args.domain]))
+
+
+def cert_create_multi(api: ApiClient, args: argparse.Namespace) -> Any:
+    return api.request("POST", CERTIFICATES, _certificate_body(args, args.domains))
+
+
+def _add_certificate_commands(groups: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    cert = groups.add_parser("cert", help="ACME certificates").add_subparsers(dest="action", required=True)
+    for name, handler, help_text in (
+        ("create", cert_create, "request a certificate for one domain (issued in the background)"),
+        ("create-multi", cert_create_multi, "request one certificate for several domains"),
+    ):
+        sub = command(cert, name, handler, render.CERT_COLUMNS, help_text=help_text)
+        sub.add_argument("name", help="certificate name")
+        if name == "create":
+            sub.add_argument("domain")
+        else:
+            sub.add_argument("domains", nargs="+", metavar="DOMAIN")
+        sub.add_argument("--email", help="ACME contact (default: the token's cert email, then ACME_EMAIL)")
+        sub.add_argument("--staging", action="store_true", help="use the staging CA (untrusted test certs)")
+    command(cert, "list", lambda api, a: api.request("GET", CERTIFICATES), render.CERT_COLUMNS, many=True)
+    item_commands: list[tuple[str, str, str, list[render.Column], str]] = [
+        ("show", "GET", "", [], "metadata (never the private key)"),
+        ("status", "GET", "/status", render.CERT_STATUS_COLUMNS, "issuance status and last error"),
+        ("renew", "POST", "/renew", render.CERT_COLUMNS, "issue a new certificate now"),
+        (
+            "convert-to-production",
+            "POST",
+            "/convert-to-production",
+            render.CERT_COLUMNS,
+            "re-issue a staging certificate from the production CA",
+        ),
+        ("delete", "DELETE", "", [], "delete the certificate"),
+    ]
+    for action, method, suffix, columns, help_text in item_commands:
+        sub = command(
+            cert,
+            action,
+            lambda api, a, m=method, s=suffix: api.request(m, _item(CERTIFICATES, a.name) + s),
+            columns,
+            help_text=help_text,
+        )
+        sub.add_argument("name")
+
+
 # ---- parser ----
 
 
@@ -231,7 +295,9 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mhp", description="Manage mcp-http-proxy through its REST API.")
     _add_common(parser, top=True)
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{tokens,proxy,route}")
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources}"
+    )
 
     def command(
         group: Any,
@@ -303,13 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_route_options(sub, create=False)
     sub = command(route, "delete", lambda api, a: api.request("DELETE", _item(ROUTES, a.id)), [])
     sub.add_argument("id")
+    _add_certificate_commands(groups, command)
+    add_auth_commands(groups, proxy, command)
     return parser
 
 
 def _show(result: Any, args: argparse.Namespace) -> None:
     if result is None:
         if not args.json:
-            noun = {"tokens": "token", "proxy": "proxy", "route": "route"}[args.group]
+            noun = {"tokens": "token", "proxy": "proxy", "route": "route", "cert": "certificate"}[args.group]
             target = getattr(args, "name", None) or getattr(args, "hostname", None) or getattr(args, "id", "")
             render.note(f"deleted {noun} {target}")
         return

@@ -40,6 +40,22 @@ ROUTE_COLUMNS: list[Column] = [
     ("OWNER", "owner"),
 ]
 
+CERT_COLUMNS: list[Column] = [
+    ("NAME", "cert_name"),
+    ("DOMAINS", "domains"),
+    ("STATUS", "status"),
+    ("ENV", "environment"),
+    ("EXPIRES", "not_after"),
+    ("OWNER", "owner"),
+]
+CERT_STATUS_COLUMNS: list[Column] = [
+    ("NAME", "cert_name"),
+    ("STATUS", "status"),
+    ("ATTEMPTS", "attempts"),
+    ("NEXT RETRY", "next_retry_at"),
+    ("ERROR", "error"),
+]
+
 
 def _cell(row: dict[str, Any], field: str) -> Text:
     # Text, not str: user data such as a regex `[a-z]` or a description must never be read as rich markup.
@@ -50,7 +66,7 @@ def _format(row: dict[str, Any], field: str) -> str:
     if field == "target":
         return str(row.get("target_url") or f"proxy:{row.get('target_proxy')}")
     value = row.get(field)
-    if field.endswith("_at") and isinstance(value, int | float):
+    if (field.endswith("_at") or field in ("not_before", "not_after")) and isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     if field == "methods" and isinstance(value, list):
         return ",".join(value) or "*"

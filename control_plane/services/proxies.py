@@ -10,7 +10,7 @@ Deleting a proxy leaves routes that name it in place; such routes simply never m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
@@ -79,9 +79,14 @@ def normalise_path_hostname(hostname: str) -> str:
         raise NotFound(f"proxy {hostname!r} not found ({exc})") from exc
 
 
+ProxySaved = Callable[[ProxyTarget], Awaitable[None]]
+
+
 class ProxyService:
-    def __init__(self, store_: Store) -> None:
+    def __init__(self, store_: Store, *, on_saved: ProxySaved | None = None) -> None:
         self._store = store_
+        # Called after a create/update commits (certificates: request one when HTTPS has none yet).
+        self._on_saved = on_saved
 
     async def create(self, principal: Principal, body: ProxyTargetCreate) -> ProxyTarget:
         settings = body.model_dump(exclude={"hostname"})
@@ -97,6 +102,8 @@ class ProxyService:
             return write
 
         await self._store.transact(plan)
+        if self._on_saved is not None:
+            await self._on_saved(proxy)
         return proxy
 
     async def list(self, principal: Principal) -> list[ProxyTarget]:
@@ -166,6 +173,8 @@ class ProxyService:
             return write
 
         await self._store.transact(plan)
+        if self._on_saved is not None:
+            await self._on_saved(result[0])
         return result[0]
 
     @staticmethod

@@ -1,0 +1,208 @@
+"""HTTP boundary of the OAuth authorization server: routes at the issuer's root and the one place where
+OAuth errors become responses (RFC 6749 JSON, a redirect to the client, or a safe HTML page).
+
+Thin: parse the request (query, form or JSON), call control_plane.oauth, shape the response. Token
+responses carry `Cache-Control: no-store` (RFC 6749 §5.1).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from shared.secrets import constant_time_equal
+
+from ..oauth.authorization import Page, Redirect
+from ..oauth.consent_page import SECURITY_HEADERS, error_page
+from ..oauth.cors import OAuthCors
+from ..oauth.errors import OAuthError, PageError, RedirectError
+from ..oauth.metadata import issuer_path, well_known_paths
+from ..oauth.params import Params, parse_form, parse_query
+from ..oauth.server import OAuthServer
+from .deps import RuntimeDep
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _server(runtime: Any) -> OAuthServer:
+    server: OAuthServer = runtime.oauth
+    return server
+
+
+async def _form(request: Request) -> Params:
+    return parse_form(await request.body(), request.headers.get("content-type", ""))
+
+
+def _query(request: Request) -> Params:
+    return parse_query(request.query_params.multi_items())
+
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_JSON_BYTES:
+        raise OAuthError("invalid_client_metadata", "the registration request is too large")
+    try:
+        return json.loads(body or b"null")
+    except ValueError as exc:
+        raise OAuthError("invalid_client_metadata", "the request body is not valid JSON") from exc
+
+
+def _respond(outcome: Page | Redirect) -> Response:
+    response: Response
+    if isinstance(outcome, Page):
+        response = HTMLResponse(outcome.html, status_code=outcome.status, headers=SECURITY_HEADERS)
+    else:
+        response = RedirectResponse(outcome.location, status_code=302, headers={"Cache-Control": "no-store"})
+    for cookie in outcome.cookies:
+        response.headers.append("set-cookie", cookie)
+    return response
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["oauth"])
+
+    async def metadata(runtime: RuntimeDep) -> JSONResponse:
+        return JSONResponse(await _server(runtime).metadata())
+
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"):
+        router.add_api_route(
+            path, metadata, methods=["GET"], summary="Authorization server metadata (RFC 8414)"
+        )
+
+    @router.get("/jwks.json", summary="Token-signing public keys (RFC 7517)")
+    async def jwks(runtime: RuntimeDep) -> JSONResponse:
+        return JSONResponse(_server(runtime).jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    @router.post("/register", status_code=201, summary="Dynamic client registration (RFC 7591)")
+    async def register(request: Request, runtime: RuntimeDep) -> JSONResponse:
+        view = await _server(runtime).registrations.register(await _json(request))
+        return JSONResponse(view, status_code=201, headers=NO_STORE)
+
+    @router.get("/register/{client_id}", summary="Read a registration (RFC 7592)")
+    async def read_registration(client_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
+        view = await _server(runtime).registrations.read(client_id, request.headers.get("authorization"))
+        return JSONResponse(view, headers=NO_STORE)
+
+    @router.put("/register/{client_id}", summary="Replace a registration (RFC 7592)")
+    async def update_registration(client_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
+        view = await _server(runtime).registrations.update(
+            client_id, request.headers.get("authorization"), await _json(request)
+        )
+        return JSONResponse(view, headers=NO_STORE)
+
+    @router.delete("/register/{client_id}", status_code=204, summary="Delete a registration (RFC 7592)")
+    async def delete_registration(client_id: str, request: Request, runtime: RuntimeDep) -> Response:
+        await _server(runtime).registrations.delete(client_id, request.headers.get("authorization"))
+        return Response(status_code=204)
+
+    @router.get("/authorize", summary="Authorization endpoint (code + PKCE S256)")
+    async def authorize(request: Request, runtime: RuntimeDep) -> Response:
+        try:
+            params = _query(request)
+        except OAuthError as exc:
+            raise PageError("Invalid request", exc.description) from exc
+        return _respond(await _server(runtime).ready.authorization.authorize(params, dict(request.cookies)))
+
+    @router.post("/authorize/consent", summary="Consent decision (form post from our consent page)")
+    async def consent(request: Request, runtime: RuntimeDep) -> Response:
+        try:
+            form = await _form(request)
+        except OAuthError as exc:
+            raise PageError("Invalid request", exc.description) from exc
+        return _respond(await _server(runtime).ready.authorization.consent(form, dict(request.cookies)))
+
+    @router.get("/callback", summary="Return from the upstream identity provider (GitHub)")
+    async def callback(request: Request, runtime: RuntimeDep) -> Response:
+        try:
+            params = _query(request)
+        except OAuthError as exc:
+            raise PageError("Invalid sign-in response", exc.description) from exc
+        return _respond(await _server(runtime).ready.authorization.callback(params, dict(request.cookies)))
+
+    @router.post("/token", summary="Token endpoint")
+    async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        client = await server.client_of(params, request.headers.get("authorization"))
+        return JSONResponse(await ready.tokens.handle(client, params), headers=NO_STORE)
+
+    @router.post("/introspect", summary="Token introspection (RFC 7662)")
+    async def introspect(request: Request, runtime: RuntimeDep) -> JSONResponse:
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        authorization = request.headers.get("authorization") or ""
+        scheme, _, credentials = authorization.partition(" ")
+        admin = runtime.settings.ADMIN_TOKEN
+        caller: str | None = None  # None: the admin, who may introspect any token
+        if not (scheme.lower() == "bearer" and admin and constant_time_equal(credentials.strip(), admin)):
+            caller = (await server.client_of(params, authorization or None)).client_id
+        return JSONResponse(await ready.status.introspect(params, caller), headers=NO_STORE)
+
+    @router.post("/revoke", summary="Token revocation (RFC 7009)")
+    async def revoke(request: Request, runtime: RuntimeDep) -> JSONResponse:
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        client = await server.client_of(params, request.headers.get("authorization"))
+        await ready.status.revoke(client, params)
+        return JSONResponse({}, headers=NO_STORE)
+
+    @router.post("/device/code", summary="Start a device login (RFC 8628), backed by GitHub's device flow")
+    async def device_code(request: Request, runtime: RuntimeDep) -> JSONResponse:
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        client = await server.client_of(params, request.headers.get("authorization"))
+        return JSONResponse(await ready.device.start(client, params), headers=NO_STORE)
+
+    @router.post("/device/token", summary="Poll a device login")
+    async def device_token(request: Request, runtime: RuntimeDep) -> JSONResponse:
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        client = await server.client_of(params, request.headers.get("authorization"))
+        return JSONResponse(await ready.device.token(client, params), headers=NO_STORE)
+
+    return router
+
+
+async def _oauth_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OAuthError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers={**NO_STORE, **exc.headers})
+
+
+async def _page_error(_request: Request, exc: Exception) -> HTMLResponse:
+    assert isinstance(exc, PageError)
+    return HTMLResponse(
+        error_page(exc.title, exc.description), status_code=exc.status, headers=SECURITY_HEADERS
+    )
+
+
+async def _redirect_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RedirectError)
+    server = _server(request.app.state.runtime)
+    return _respond(server.ready.authorization.error_redirect(exc))
+
+
+def install(app: FastAPI, issuer: str) -> None:
+    """Mount the AS at the root (and under the issuer's path, if it has one), with its error handlers."""
+    router = build_router()
+    app.include_router(router)
+    prefix = issuer_path(issuer)
+    if prefix:
+        app.include_router(router, prefix=prefix)
+        for path in well_known_paths(issuer):
+            if path.startswith("/.well-known/") and path.count("/") > 2:
+                app.add_api_route(path, router.routes[0].endpoint, methods=["GET"], include_in_schema=False)  # type: ignore[attr-defined]
+    app.add_exception_handler(OAuthError, _oauth_error)
+    app.add_exception_handler(PageError, _page_error)
+    app.add_exception_handler(RedirectError, _redirect_error)
+    app.add_middleware(OAuthCors, issuer_path=prefix)

@@ -1,0 +1,70 @@
+"""Signed browser cookies of the authorization server: `__Host-` prefix, Secure, HttpOnly, SameSite=Lax.
+
+A value is base64url(JSON payload with `exp`) "." base64url(HMAC-SHA256). The HMAC key is derived from
+the token-signing key, so every control-plane replica agrees on it and rotating that key logs browsers out.
+Payloads are not secret (do not put secrets in them); they are only tamper-proof and expiring.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+CONSENT_COOKIE = "__Host-mhp_consent"
+FLOW_COOKIE = "__Host-mhp_flow"
+SESSION_COOKIE = "__Host-mhp_session"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class CookieSigner:
+    def __init__(self, secret_material: bytes) -> None:
+        self._key = hashlib.sha256(b"mhp-oauth-cookie-v1\x00" + secret_material).digest()
+
+    def _mac(self, name: str, body: str) -> bytes:
+        # The cookie name is signed too, so a value cannot be moved from one cookie to another.
+        return hmac.new(self._key, f"{name}\x00{body}".encode("ascii"), hashlib.sha256).digest()
+
+    def encode(
+        self, name: str, payload: dict[str, Any], max_age_seconds: int, now: float | None = None
+    ) -> str:
+        issued = time.time() if now is None else now
+        body = _b64(
+            json.dumps({**payload, "exp": int(issued) + max_age_seconds}, separators=(",", ":")).encode()
+        )
+        return f"{body}.{_b64(self._mac(name, body))}"
+
+    def decode(self, name: str, value: str | None, now: float | None = None) -> dict[str, Any] | None:
+        if not value or value.count(".") != 1:
+            return None
+        body, mac = value.split(".")
+        try:
+            if not hmac.compare_digest(_unb64(mac), self._mac(name, body)):
+                return None
+            payload = json.loads(_unb64(body))
+        except (ValueError, UnicodeError):
+            return None
+        if not isinstance(payload, dict) or not isinstance(payload.get("exp"), int):
+            return None
+        if payload["exp"] < (time.time() if now is None else now):
+            return None
+        return payload
+
+    def set_cookie(self, name: str, payload: dict[str, Any], max_age_seconds: int) -> str:
+        """A Set-Cookie header value."""
+        value = self.encode(name, payload, max_age_seconds)
+        return f"{name}={value}; Path=/; Max-Age={max_age_seconds}; Secure; HttpOnly; SameSite=Lax"
+
+
+def clear_cookie(name: str) -> str:
+    return f"{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"

@@ -1,0 +1,95 @@
+"""Device authorization grant (RFC 8628) for CLI logins (`mhp oauth login`), backed by GitHub's device flow.
+
+/device/code starts a GitHub device flow and hands the user GitHub's user_code and verification URI, with
+our own device_code (GitHub's is kept server-side). /device/token (or /token with the device-code grant)
+polls GitHub; once the user approved there, we learn who they are and issue our tokens. Without a
+`resource`, the token's audience is the issuer itself (meant for the management API).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from shared.models import DeviceLogin, OAuthClient, OAuthGrant
+from shared.secrets import token_sha256
+
+from .errors import OAuthError
+from .github import GitHub
+from .params import Params, scope_list
+from .resource_indicators import ResourceCatalogue
+from .state_store import OAuthState
+from .token_issuance import TokenIssuer
+
+DEFAULT_DEVICE_TTL_SECONDS = 900
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+class DeviceFlow:
+    def __init__(
+        self,
+        issuer_url: str,
+        state: OAuthState,
+        github: GitHub,
+        issuer: TokenIssuer,
+        catalogue: Callable[[], Awaitable[ResourceCatalogue]],
+    ) -> None:
+        self._issuer_url = issuer_url
+        self._state = state
+        self._github = github
+        self._tokens = issuer
+        self._catalogue = catalogue
+
+    async def start(self, client: OAuthClient, params: Params) -> dict[str, Any]:
+        catalogue = await self._catalogue()
+        requested = params.all("resource")
+        resources = catalogue.validate(requested) if requested else [self._issuer_url]
+        scopes = [s for s in scope_list(params.get("scope")) if s in catalogue.scopes_supported] or ["mcp"]
+        upstream = await self._github.start_device_flow()
+        device_code = secrets.token_urlsafe(32)
+        ttl = int(upstream.get("expires_in") or DEFAULT_DEVICE_TTL_SECONDS)
+        interval = int(upstream.get("interval") or 5)
+        await self._state.put_device_login(
+            token_sha256(device_code),
+            DeviceLogin(
+                upstream_device_code=str(upstream["device_code"]),
+                client_id=client.client_id,
+                scope=" ".join(scopes),
+                resources=resources,
+                interval_seconds=interval,
+            ),
+            ttl,
+        )
+        return {
+            "device_code": device_code,
+            "user_code": upstream["user_code"],
+            "verification_uri": upstream["verification_uri"],
+            "expires_in": ttl,
+            "interval": interval,
+        }
+
+    async def token(self, client: OAuthClient, params: Params) -> dict[str, Any]:
+        grant_type = params.get("grant_type", DEVICE_GRANT)
+        if grant_type != DEVICE_GRANT:
+            raise OAuthError("unsupported_grant_type", f"expected grant_type={DEVICE_GRANT}")
+        digest = token_sha256(params.require("device_code"))
+        login = await self._state.get_device_login(digest)
+        if login is None or login.client_id != client.client_id:
+            raise OAuthError("expired_token", "the device code is unknown or has expired")
+        github_token = await self._github.poll_device_flow(login.upstream_device_code)
+        # Single use: only the poll that deletes the login issues tokens.
+        if not await self._state.delete_device_login(digest):
+            raise OAuthError("expired_token", "the device code was already used")
+        user = await self._github.identity(github_token)
+        grant = OAuthGrant(
+            family_id=secrets.token_urlsafe(18),
+            client_id=client.client_id,
+            scope=login.scope,
+            resources=login.resources,
+            user=user,
+        )
+        await self._tokens.start_grant(grant)
+        return await self._tokens.issue(
+            grant, audiences=login.resources, scope=login.scope, with_refresh=True
+        )

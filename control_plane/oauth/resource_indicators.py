@@ -1,0 +1,117 @@
+"""Resource indicators (RFC 8707): which `resource` values a grant may name, and the scopes on offer.
+
+A resource is one of our protected proxies (auth config enabled), named as scheme://host[:port] alone or
+followed by the proxy's resource path (see ProxyResource.path): the same two forms a data plane accepts as
+the token audience. Values are compared after shared.models.canonical_resource_uri.
+When a request names no resource and only one protected proxy exists, that proxy is the resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from shared.models import DEFAULT_MCP_SCOPE, ProxyAuthConfig, ProxyResource, canonical_resource_uri
+
+from ..services.auth_config import proxy_auth_collection, proxy_resource_collection
+from ..store import Reader
+from .errors import OAuthError
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectedProxy:
+    hostname: str
+    path: str
+    scopes: tuple[str, ...]
+    has_github_app: bool = False
+
+    def admits(self, host: str, path: str) -> bool:
+        if self.hostname.startswith("*."):
+            suffix = self.hostname[1:]
+            host_ok = host.endswith(suffix) and len(host) > len(suffix)
+        else:
+            host_ok = host == self.hostname
+        return host_ok and path in ("", self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceCatalogue:
+    proxies: tuple[ProtectedProxy, ...]
+
+    @property
+    def scopes_supported(self) -> list[str]:
+        out = [DEFAULT_MCP_SCOPE]
+        for proxy in self.proxies:
+            out += [s for s in proxy.scopes if s not in out]
+        return out
+
+    def proxy_for(self, resource: str) -> ProtectedProxy | None:
+        parts = urlsplit(resource)
+        host = (parts.hostname or "").lower()
+        return next((p for p in self.proxies if p.admits(host, parts.path)), None)
+
+    def upstream_app_hostname(self, resources: list[str]) -> str:
+        """The proxy whose own GitHub app signs users in for these resources ("" = the default app)."""
+        apps = set()
+        for resource in resources:
+            proxy = self.proxy_for(resource)
+            apps.add(proxy.hostname if proxy is not None and proxy.has_github_app else "")
+        if len(apps) > 1:
+            raise OAuthError(
+                "invalid_target",
+                "these resources sign users in with different GitHub apps; request one at a time",
+            )
+        return apps.pop() if apps else ""
+
+    def validate(self, values: list[str]) -> list[str]:
+        """Canonical resource URIs for a request's `resource` parameters; raises invalid_target."""
+        if not values:
+            concrete = [p for p in self.proxies if not p.hostname.startswith("*.")]
+            if len(self.proxies) == 1 and concrete:
+                only = concrete[0]
+                return [f"https://{only.hostname}{only.path}"]
+            raise OAuthError(
+                "invalid_target",
+                "name the protected resource with the `resource` parameter (RFC 8707); "
+                f"{len(self.proxies)} protected resources exist",
+            )
+        out: list[str] = []
+        for value in values:
+            try:
+                canonical = canonical_resource_uri(value)
+            except ValueError as exc:
+                raise OAuthError("invalid_target", f"resource {value!r}: {exc}") from exc
+            parts = urlsplit(canonical)
+            host = (parts.hostname or "").lower()
+            if not any(proxy.admits(host, parts.path) for proxy in self.proxies):
+                raise OAuthError(
+                    "invalid_target", f"{canonical!r} is not a protected resource of this server"
+                )
+            if canonical not in out:
+                out.append(canonical)
+        return out
+
+
+async def load_catalogue(reader: Reader) -> ResourceCatalogue:
+    auth: dict[str, ProxyAuthConfig] = await reader.all(proxy_auth_collection())
+    resources: dict[str, ProxyResource] = await reader.all(proxy_resource_collection())
+    proxies: list[ProtectedProxy] = []
+    for hostname, config in sorted(auth.items()):
+        if not config.enabled:
+            continue
+        resource = resources.get(hostname)
+        path = resource.path if resource is not None else ProxyResource(hostname=hostname).path
+        scopes = list(config.required_scopes)
+        for rule in config.scope_rules:
+            scopes += [s for s in rule.scopes if s not in scopes]
+        if resource is not None:
+            scopes += [s for s in resource.scopes_supported if s not in scopes]
+        proxies.append(
+            ProtectedProxy(
+                hostname=hostname,
+                path=path,
+                scopes=tuple(scopes),
+                has_github_app=bool(config.github_client_id and config.github_client_secret_encrypted),
+            )
+        )
+    return ResourceCatalogue(tuple(proxies))

@@ -1,0 +1,201 @@
+"""The authorization server assembled from its parts, built once per app lifespan (kept on the Runtime).
+
+Holds the one outbound HTTP client (to GitHub) and closes it on shutdown. When the signing key is missing
+or invalid the server still starts: metadata works, and every endpoint that would mint or check a token
+answers 503 naming the setting to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+
+from shared.config import Settings
+from shared.encryption import EncryptionError, Keyring
+from shared.models import OAuthClient
+
+from ..services.auth_config import github_app_context, proxy_auth_collection
+from ..services.proxies import ProxyService
+from ..store import Reader
+from .api_access import api_login
+from .auth_host import keep_issuer_reachable
+from .authorization import AuthorizationEndpoint, AuthorizationSettings
+from .client_auth import authenticate_client
+from .client_metadata_documents import MetadataDocuments, is_metadata_document_client_id
+from .cookies import CookieSigner
+from .device_flow import DEVICE_GRANT, DeviceFlow
+from .errors import NotConfigured, OAuthError
+from .github import GitHub, GitHubApp, GitHubEndpoints
+from .introspection import TokenStatus
+from .metadata import authorization_server_metadata
+from .params import Params
+from .registration import Registrations
+from .resource_indicators import ResourceCatalogue, load_catalogue
+from .signing import SigningKeyError, SigningKeys
+from .state_store import OAuthState
+from .token_endpoint import TokenEndpoint
+from .token_issuance import Lifetimes, TokenIssuer
+
+log = logging.getLogger(__name__)
+
+UPSTREAM_TIMEOUT_SECONDS = 15.0
+CLI_CLIENT_ID = "mhp-cli"
+
+# Pre-registered clients: the CLI logs in with the device flow as a public client.
+BUILTIN_CLIENTS = {
+    CLI_CLIENT_ID: OAuthClient(
+        client_id=CLI_CLIENT_ID,
+        client_name="mhp command line",
+        redirect_uris=[],
+        grant_types=[DEVICE_GRANT, "refresh_token"],
+        token_endpoint_auth_method="none",
+    )
+}
+
+
+class _Configured:
+    """The parts that need the signing key."""
+
+    def __init__(self, server: OAuthServer, keys: SigningKeys) -> None:
+        s = server.settings
+        self.keys = keys
+        self.issuer = TokenIssuer(
+            server.issuer,
+            keys,
+            server.state,
+            Lifetimes(s.OAUTH_ACCESS_TOKEN_TTL_SECONDS, s.OAUTH_REFRESH_TOKEN_TTL_SECONDS),
+        )
+        self.authorization = AuthorizationEndpoint(
+            AuthorizationSettings(
+                issuer=server.issuer,
+                code_ttl_seconds=s.OAUTH_CODE_TTL_SECONDS,
+                consent_ttl_seconds=s.OAUTH_CONSENT_TTL_SECONDS,
+            ),
+            server.state,
+            server.github,
+            CookieSigner(keys.private_pem),
+            server.catalogue,
+            server.github_app,
+            server.find_client,
+        )
+        self.device = DeviceFlow(server.issuer, server.state, server.github, self.issuer, server.catalogue)
+        self.tokens = TokenEndpoint(
+            server.state,
+            self.issuer,
+            refresh_grace_seconds=s.OAUTH_REFRESH_GRACE_SECONDS,
+            refresh_ttl_seconds=s.OAUTH_REFRESH_TOKEN_TTL_SECONDS,
+            device_grant=self.device.token,
+        )
+        self.status = TokenStatus(
+            server.state, keys, s.OAUTH_REFRESH_TOKEN_TTL_SECONDS, s.OAUTH_REFRESH_GRACE_SECONDS
+        )
+
+
+class OAuthServer:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, reader: Reader) -> None:
+        self.settings = settings
+        self.issuer = settings.oauth_issuer
+        self.state = OAuthState(redis)
+        self._reader = reader
+        self.http = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_SECONDS, follow_redirects=False)
+        self.github = GitHub(
+            GitHubEndpoints(
+                client_id=settings.GITHUB_CLIENT_ID,
+                client_secret=settings.GITHUB_CLIENT_SECRET,
+                authorize_url=settings.GITHUB_AUTHORIZE_URL,
+                token_url=settings.GITHUB_TOKEN_URL,
+                device_code_url=settings.GITHUB_DEVICE_CODE_URL,
+                api_url=settings.GITHUB_API_URL,
+            ),
+            self.http,
+        )
+        self.metadata_documents = MetadataDocuments(
+            redis, self.http, allow_private_networks=settings.OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS
+        )
+        self.registrations = Registrations(self.state, self.issuer, settings.OAUTH_CLIENT_TTL_SECONDS)
+        self._configured: _Configured | None = None
+        self._upkeep: asyncio.Task[None] | None = None
+        self._config_error = ""
+        try:
+            self._configured = _Configured(
+                self,
+                SigningKeys.load(
+                    settings.OAUTH_JWT_PRIVATE_KEY_B64, settings.OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64
+                ),
+            )
+        except SigningKeyError as exc:
+            self._config_error = str(exc)
+            log.warning("OAuth authorization server disabled: %s", exc)
+
+    def start(self, proxies: ProxyService) -> None:
+        """Background upkeep: the AUTH_HOST proxy and the JWKS in Redis (only when configured)."""
+        if self._configured is not None:
+            self._upkeep = asyncio.create_task(
+                keep_issuer_reachable(self.settings, proxies, self.state, self.jwks()), name="oauth-upkeep"
+            )
+
+    async def aclose(self) -> None:
+        if self._upkeep is not None and not self._upkeep.done():
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
+        await self.http.aclose()
+
+    @property
+    def ready(self) -> _Configured:
+        if self._configured is None:
+            raise NotConfigured(self._config_error)
+        return self._configured
+
+    async def catalogue(self) -> ResourceCatalogue:
+        return await load_catalogue(self._reader)
+
+    async def github_app(self, hostname: str) -> GitHubApp | None:
+        """A protected proxy's own GitHub app (secret decrypted), or None for the default app."""
+        if not hostname:
+            return None
+        config = await self._reader.get(proxy_auth_collection(), hostname)
+        if config is None or not config.github_client_id or not config.github_client_secret_encrypted:
+            raise OAuthError(
+                "temporarily_unavailable", f"the GitHub app of {hostname!r} is no longer configured"
+            )
+        try:
+            secret = Keyring.from_settings(self.settings).decrypt(
+                config.github_client_secret_encrypted, context=github_app_context(hostname)
+            )
+        except EncryptionError as exc:
+            log.error("cannot decrypt the GitHub app secret of %s: %s", hostname, exc)
+            raise OAuthError(
+                "temporarily_unavailable", f"the GitHub app secret of {hostname!r} cannot be read", status=503
+            ) from exc
+        return GitHubApp(config.github_client_id, secret.decode("utf-8"))
+
+    async def metadata(self) -> dict[str, Any]:
+        return authorization_server_metadata(self.issuer, (await self.catalogue()).scopes_supported)
+
+    def jwks(self) -> dict[str, Any]:
+        return dict(self.ready.keys.jwks)
+
+    async def api_login(self, token: str) -> str | None:
+        """The GitHub login behind an access token issued for the management API, or None."""
+        if self._configured is None:
+            return None
+        return await api_login(token, issuer=self.issuer, keys=self._configured.keys, state=self.state)
+
+    async def find_client(self, client_id: str) -> OAuthClient | None:
+        builtin = BUILTIN_CLIENTS.get(client_id)
+        if builtin is not None:
+            return builtin
+        if is_metadata_document_client_id(client_id):
+            return await self.metadata_documents.client(client_id)
+        return await self.state.get_client(
+            client_id, renew_ttl_seconds=self.settings.OAUTH_CLIENT_TTL_SECONDS
+        )
+
+    async def client_of(self, params: Params, authorization: str | None) -> OAuthClient:
+        return await authenticate_client(params, authorization, self.find_client)
