@@ -2,16 +2,27 @@
 
 No module-level singletons: the current route table (an immutable snapshot swapped by reference), the upstream
 pool, metrics, the request log and the set of open client connections all hang off a `Runtime`.
+
+Protection rides along: `auth_policies` (proxy hostname -> compiled policy; empty when nothing is protected,
+so unprotected traffic pays one truthiness check), `auth_keys` (the JWKS snapshot) and `revoked` (revoked
+access-token ids, updated between snapshots by pub/sub). `swap` replaces route table and auth table together
+with no await in between, so no request ever sees one without the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
+from data_plane.auth.access_policy import ProxyAccessPolicy
+from data_plane.auth.auth_table import AuthTable
+from data_plane.auth.gate import AuthContext
+from data_plane.auth.revocations import RevokedTokens
+from data_plane.auth.token_verifier import KeySet
 from data_plane.io.upstream_pool import UpstreamPool
 from data_plane.limits import Limits
 from data_plane.metrics import Metrics
@@ -36,7 +47,24 @@ class Runtime:
     redis_connected: bool = False
     draining: bool = False
     connections: set[ClientConnection] = field(default_factory=set)
+    # None: protected, but its config row is unreadable (fail closed with 503).
+    auth_policies: Mapping[str, ProxyAccessPolicy | None] = field(default_factory=dict)
+    auth_keys: KeySet = field(default_factory=lambda: KeySet({}))
+    revoked: RevokedTokens = field(default_factory=RevokedTokens)
+    jwks_raw: str | None = None  # what auth_keys was built from, to notice a rotation between versions
+
+    def auth_context(self) -> AuthContext:
+        return AuthContext(self.settings.oauth_issuer, self.auth_keys, self.revoked)
 
     def swap_table(self, table: RouteTable) -> None:
         self.table = table
         self.metrics.config_version.set(table.version)
+
+    def swap(self, table: RouteTable, auth: AuthTable, jwks_raw: str | None) -> None:
+        """Route table and protection in one step (no await between the assignments)."""
+        policies: dict[str, ProxyAccessPolicy | None] = dict(auth.policies)
+        policies.update(dict.fromkeys(auth.broken))
+        self.auth_policies = policies
+        self.auth_keys = auth.keys
+        self.jwks_raw = jwks_raw
+        self.swap_table(table)

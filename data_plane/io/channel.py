@@ -31,11 +31,15 @@ class ChannelTimeout(TimeoutError):
 
 class HttpChannel(asyncio.Protocol):
     __slots__ = (
+        "_body_remaining",
+        "_body_sink",
+        "_body_source",
         "_drain_waiter",
         "_out",
         "_read_waiter",
         "_reading",
         "_write_paused",
+        "body_overrun",
         "bytes_received",
         "closed",
         "conn",
@@ -72,6 +76,11 @@ class HttpChannel(asyncio.Protocol):
         # Bytes from send() wait here until the next await point, so a head and a small body leave in one
         # write (one syscall, one TCP segment) instead of three.
         self._out: list[bytes] = []
+        # Counted body relay (relay_body): bytes go straight from this transport to the sink's.
+        self._body_sink: HttpChannel | None = None
+        self._body_source: HttpChannel | None = None
+        self._body_remaining = 0
+        self.body_overrun = False
 
     # asyncio.Protocol callbacks -------------------------------------------------------------------------
 
@@ -89,6 +98,9 @@ class HttpChannel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        if self._body_sink is not None:
+            self._relay_chunk(data)
+            return
         peer = self.tunnel_peer
         if peer is not None:
             if peer.transport is not None and not peer.closed:
@@ -110,6 +122,10 @@ class HttpChannel(asyncio.Protocol):
             self._pause_reading()
 
     def eof_received(self) -> bool:
+        if self._body_sink is not None:
+            # The peer closed before the last byte its Content-Length promised.
+            self._wake_reader(ChannelClosed("connection closed mid-body"))
+            return True
         peer = self.tunnel_peer
         if peer is not None:
             if peer.transport is not None and not peer.closed and peer.transport.can_write_eof():
@@ -146,8 +162,8 @@ class HttpChannel(asyncio.Protocol):
             self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        # In tunnel mode the other side paused its reading on our full buffer.
-        for other in (self.tunnel_peer,):
+        # In tunnel or body-relay mode the other side paused its reading on our full buffer.
+        for other in (self.tunnel_peer, self._body_source):
             if other is not None and not other.closed:
                 other._resume_reading()
 
@@ -209,6 +225,70 @@ class HttpChannel(asyncio.Protocol):
                 raise ChannelClosed("protocol error")
             await self.wait_for_data(timeout_seconds, also_flush)
 
+    # Counted body relay ---------------------------------------------------------------------------------
+
+    async def relay_body(self, sink: HttpChannel, length: int, timeout_seconds: float | None) -> None:
+        """Copy the next `length` bytes this peer sends straight to `sink`'s transport, bypassing h11.
+
+        For a body framed by Content-Length on both sides (the head was already sent to the sink and the
+        h11 buffer drained), h11 would only copy each chunk twice and wrap it in events. Afterwards h11 is
+        told the body ended (`body_received` / `body_sent`), so its state machines stay exact. Bytes past
+        `length` are not forwarded: `body_overrun` is set and the connection must not be reused.
+        `timeout_seconds` bounds the silence between chunks, not time spent waiting for a slow sink.
+        Raises ChannelTimeout, or ChannelClosed when this peer closes early or the connection is lost."""
+        if length <= 0:
+            return
+        self._body_sink = sink
+        self._body_remaining = length
+        sink._body_source = self
+        try:
+            while self._body_remaining:
+                before = self.bytes_received
+                try:
+                    await self.wait_for_data(timeout_seconds, sink)
+                except ChannelTimeout:
+                    # A slow sink pauses our reading; only our peer's silence counts against the deadline.
+                    if self.bytes_received == before and not sink._write_paused:
+                        raise
+        finally:
+            self._body_sink = None
+            sink._body_source = None
+
+    def _relay_chunk(self, data: bytes) -> None:
+        sink = self._body_sink
+        assert sink is not None
+        remaining = self._body_remaining
+        if len(data) > remaining:
+            data = data[:remaining]
+            self.body_overrun = True
+        self._body_remaining = remaining - len(data)
+        if sink.transport is not None and not sink.closed:
+            if sink._out:
+                sink.flush()
+            sink.transport.write(data)
+        if not self._body_remaining:
+            self._pause_reading()
+            self._wake_reader(None)
+        elif sink._write_paused:
+            self._pause_reading()
+
+    def body_received(self) -> None:
+        """h11 bookkeeping after relay_body: their message ended (its reader is not consulted)."""
+        self._advance(self.conn.their_role, _END_OF_MESSAGE)
+
+    def body_sent(self) -> None:
+        """h11 bookkeeping after writing a Content-Length body raw: our message ended."""
+        self._advance(self.conn.our_role, _END_OF_MESSAGE)
+
+    def _advance(self, role: Any, event: Any) -> None:
+        conn = self.conn
+        try:
+            # Private, but it is the state-machine half of h11's own send() and next_event().
+            conn._process_event(role, event)
+        except BaseException:
+            conn._process_error(role)
+            raise
+
     # Writing -------------------------------------------------------------------------------------------
 
     def send(self, event: Any) -> None:
@@ -216,6 +296,18 @@ class HttpChannel(asyncio.Protocol):
         data = self.conn.send(event)
         if data:
             self._out.append(data)
+
+    def send_head(self, state_event: Any, wire: bytes) -> None:
+        """Queue a head serialised by us (protocol.forwarding.serialise_head) instead of by h11.
+
+        `state_event` is the same head built with `_parsed=True` and only the headers h11's state machine
+        reads (Host, Content-Length, Transfer-Encoding, Connection), so h11 tracks the exchange and frames the
+        body exactly as if it had written the head itself, without re-validating every header."""
+        conn = self.conn
+        if conn.our_state is h11.ERROR:
+            raise h11.LocalProtocolError("Can't send data when our state is ERROR")
+        self._advance(conn.our_role, state_event)
+        self._out.append(wire)
 
     def flush(self) -> None:
         out = self._out
@@ -259,6 +351,9 @@ class HttpChannel(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+
+_END_OF_MESSAGE = h11.EndOfMessage()
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:

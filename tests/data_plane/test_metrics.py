@@ -85,3 +85,17 @@ def test_process_metrics_describe_this_process() -> None:
     # Memory of a live Python process is never zero; a registry without the process collector has no sample.
     assert samples[("process_resident_memory_bytes", ())] > 0
     assert samples[("process_open_fds", ())] > 0
+
+
+def test_latency_buckets_count_a_value_equal_to_a_bound_and_overflow_into_inf() -> None:
+    metrics = Metrics()
+    for seconds in (0.0005, 0.005, 0.0051, 1000.0):
+        metrics.upstream_latency_seconds.observe(seconds)
+    samples = scrape(metrics)
+    bucket = "mhp_upstream_latency_seconds_bucket"
+    assert samples[(bucket, (("le", "0.0005"),))] == 1
+    assert samples[(bucket, (("le", "0.005"),))] == 2
+    assert samples[(bucket, (("le", "0.01"),))] == 3
+    assert samples[(bucket, (("le", "120.0"),))] == 3
+    assert samples[(bucket, (("le", "+Inf"),))] == 4
+    assert samples[("mhp_upstream_latency_seconds_count", ())] == 4

@@ -33,15 +33,17 @@ def test_workers_share_the_port_and_stop_together(
     try:
         workers = children_of(plane.service.pid)
         assert len(workers) == 2
-        configure(redis_sync, plane, [proxy_to(http_backend.url)])
+        version = configure(redis_sync, plane, [proxy_to(http_backend.url)])
+        # Each worker loads the table on its own; /health is answered by whichever worker accepts, so poll
+        # until both workers have reported the new version.
+        versions: dict[int, int] = {}
+        deadline = time.monotonic() + 10
+        while set(versions) != set(workers) or min(versions.values()) < version:
+            assert time.monotonic() < deadline, f"workers' config versions: {versions}, want {version}"
+            body = plane.health()[1]
+            versions[body["pid"]] = body["config_version"]
         for _ in range(20):  # every worker loaded the table: any connection may land on any worker
             assert get(plane, "/echo")[0] == 200
-        seen: set[int] = set()
-        deadline = time.monotonic() + 10
-        while len(seen) < 2:
-            assert time.monotonic() < deadline, f"only saw workers {seen}"
-            seen.add(plane.health()[1]["pid"])
-        assert seen == set(workers)
         plane.service.signal(signal.SIGTERM)
         assert plane.service.process is not None
         assert plane.service.process.wait(timeout=15) == 0

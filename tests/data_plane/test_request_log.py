@@ -340,3 +340,32 @@ def test_logged_path_length_is_bounded() -> None:
     logged = redact_path("/" + "a" * 10_000)
     assert len(logged) == MAX_LOGGED_PATH_CHARS
     assert logged.endswith("...")
+
+
+async def test_values_with_non_ascii_percent_and_resp_syntax_round_trip(redis_client: aioredis.Redis) -> None:
+    # The log packs RESP itself: lengths must count UTF-8 bytes, and '%', '$', '*' or CRLF-looking text in
+    # a value must land as plain data, not as protocol.
+    tricky = RequestLogEntry(
+        time=1_800_000_000.25,
+        client_ip="2001:db8::1",
+        host="bücher.example%20.com",
+        method="GET",
+        path="/ä/%s/$5/*3/100%25",
+        status=599,
+        bytes_in=0,
+        bytes_out=2**40,
+        duration_seconds=0.0,
+        upstream="http://127.0.0.1:1/%d",
+        route_id="",
+        request_id="r\r\n$1",
+        user="名前",
+    )
+    request_log = RequestLog(redis_client, flush_interval_seconds=0.01)
+    writer = asyncio.create_task(request_log.run())
+    request_log.submit(tricky)
+    request_log.submit(entry(7))
+    await wait_until(lambda: request_log.written == 2, "both entries written")
+    stored = [RequestLogEntry.from_stream_fields(fields) for _, fields in await redis_client.xrange(STREAM)]
+    assert stored == [tricky, entry(7)]
+    await request_log.close()
+    await writer

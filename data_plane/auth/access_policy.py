@@ -1,0 +1,130 @@
+"""Per-proxy protection compiled once from the stored config (ProxyAuthConfig + ProxyResource) into plain
+slotted data for the hot path: is a path public, which scopes does a request need, which headers carry
+the identity upstream, and which client-sent headers must be stripped so nobody can forge an identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.models import ProxyAuthConfig, ProxyResource
+
+from .protected_resource import PRM_WELL_KNOWN
+from .token_verifier import Identity, TokenRequirements
+
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+# Client-sent headers that could pass for an identity asserted by us; always removed before upstream.
+FORGEABLE_HEADER_PREFIXES = ("x-auth-",)
+FORGEABLE_HEADERS = frozenset(
+    {
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-preferred-username",
+        "x-remote-user",
+        "remote-user",
+        "x-user",
+        "x-email",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRuleData:
+    path_prefix: str
+    methods: frozenset[str]
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAccessPolicy:
+    hostname: str
+    resource_path: str
+    resource_name: str
+    resource_documentation: str
+    scopes_supported: tuple[str, ...]
+    required_scopes: tuple[str, ...]
+    scope_rules: tuple[ScopeRuleData, ...]
+    public_paths: tuple[str, ...]
+    allowed_users: frozenset[str]
+    allowed_orgs: frozenset[str]
+    identity_headers: tuple[tuple[str, str], ...]
+    allowed_origins: frozenset[str] = frozenset()  # empty: Origin is not checked
+
+    @classmethod
+    def compile(cls, config: ProxyAuthConfig, resource: ProxyResource | None) -> ProxyAccessPolicy:
+        resource = resource or ProxyResource(hostname=config.hostname)
+        supported = list(resource.scopes_supported)
+        for scope in [*config.required_scopes, *(s for r in config.scope_rules for s in r.scopes)]:
+            if scope not in supported:
+                supported.append(scope)
+        return cls(
+            hostname=config.hostname,
+            resource_path=resource.path,
+            resource_name=resource.resource_name,
+            resource_documentation=resource.resource_documentation,
+            scopes_supported=tuple(supported),
+            required_scopes=tuple(config.required_scopes),
+            scope_rules=tuple(
+                ScopeRuleData(r.path_prefix, frozenset(r.methods), tuple(r.scopes))
+                for r in config.scope_rules
+            ),
+            public_paths=tuple(config.public_paths),
+            allowed_users=frozenset(config.allowed_users),
+            allowed_orgs=frozenset(config.allowed_orgs),
+            identity_headers=tuple(config.identity_headers.items()),
+            allowed_origins=frozenset(config.allowed_origins),
+        )
+
+    def is_public(self, path: str) -> bool:
+        """PRM documents, ACME challenges and configured exclusions never need a token."""
+        if (
+            path == PRM_WELL_KNOWN
+            or path.startswith(PRM_WELL_KNOWN + "/")
+            or path.startswith(ACME_CHALLENGE_PREFIX)
+        ):
+            return True
+        return any(path.startswith(prefix) for prefix in self.public_paths)
+
+    def scopes_for(self, path: str, method: str) -> tuple[str, ...]:
+        for rule in self.scope_rules:
+            if path.startswith(rule.path_prefix) and (not rule.methods or method.upper() in rule.methods):
+                return rule.scopes
+        return self.required_scopes
+
+    def requirements(
+        self, *, issuer: str, audiences: frozenset[str], path: str, method: str
+    ) -> TokenRequirements:
+        return TokenRequirements(
+            issuer=issuer,
+            audiences=audiences,
+            scopes=self.scopes_for(path, method),
+            allowed_users=self.allowed_users,
+            allowed_orgs=self.allowed_orgs,
+        )
+
+    def stripped_header(self, name: str) -> bool:
+        """True for a client-sent header that must not reach upstream (Authorization, forgeable identity)."""
+        lower = name.lower()
+        if (
+            lower == "authorization"
+            or lower in FORGEABLE_HEADERS
+            or lower.startswith(FORGEABLE_HEADER_PREFIXES)
+        ):
+            return True
+        return any(lower == header.lower() for header, _ in self.identity_headers)
+
+    def upstream_identity_headers(self, identity: Identity) -> list[tuple[str, str]]:
+        values = {
+            "login": identity.login,
+            "sub": identity.sub,
+            "email": identity.email,
+            "orgs": ",".join(identity.orgs),
+            "scope": " ".join(identity.scopes),
+            "client_id": identity.client_id,
+            "name": identity.name,
+        }
+        # Header values must not carry control characters (they come from GitHub via our token).
+        return [
+            (header, "".join(ch for ch in values[field] if ch >= " " and ch != "\x7f"))
+            for header, field in self.identity_headers
+        ]

@@ -1,0 +1,312 @@
+"""The protection of one request to a protected proxy: the request head in, one decision out (sans-IO).
+
+`decide` returns
+- `Answer`: the data plane responds itself (the PRM document, 401/403 with WWW-Authenticate, 403 for a
+  disallowed Origin, 400 for an unusable Host, 503 when the proxy's protection config is unreadable);
+- `ToAuthorizationServer`: forward the request unchanged to the AUTH_HOST proxy (2025-03-26 clients look for
+  AS metadata and /authorize, /token, /register on the resource's own origin);
+- `Forward`: send it upstream with `headers` in place of the client's: Authorization and every forgeable
+  identity header removed, ours added when a token was verified. When `mcp_check` is set, the body must be
+  checked against the Mcp-Method / Mcp-Name headers (`check_body`) before anything goes upstream.
+
+Order: Origin allowlist, PRM documents, authorization-server paths, CORS preflights and public paths (no
+token), then the token. The token is only ever read from the Authorization header; a query-string
+`access_token` is ignored (and so is refused as "no token"). Nothing here reads the clock or does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
+
+from . import mcp_headers
+from .access_policy import ProxyAccessPolicy
+from .protected_resource import (
+    PRM_WELL_KNOWN,
+    accepted_audiences,
+    is_authorization_server_path,
+    origin_of,
+    prm_body,
+    prm_document,
+    prm_paths,
+    prm_url,
+    resource_uri,
+    www_authenticate,
+)
+from .token_verifier import Deny, KeySet, bearer_token, verify
+
+Headers = list[tuple[bytes, bytes]]
+
+# The Mcp-* body check buffers at most this much of a request body; a larger body that carries those
+# headers is refused (413) rather than sent upstream unchecked.
+MAX_CHECKED_BODY_BYTES = 1024 * 1024
+# A refused request's body is read and dropped up to this size so the connection survives (and the answer
+# is not lost to a reset); beyond it the connection is closed after the answer.
+MAX_DISCARDED_BODY_BYTES = 1024 * 1024
+PRM_CACHE_SECONDS = 60
+_JSON = (b"content-type", b"application/json")
+_CORS_ANY = (b"access-control-allow-origin", b"*")
+# Browser-based MCP clients must be able to read the challenge of a cross-origin 401/403.
+_CORS_EXPOSE = (b"access-control-expose-headers", b"WWW-Authenticate")
+_NO_STORE = (b"cache-control", b"no-store")
+# Name prefix of the authorization server's cookies (control_plane/oauth/cookies.py).
+AUTH_SERVER_COOKIE_PREFIX = b"__Host-mhp_"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]  # content-type and the like; framing is the caller's
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ToAuthorizationServer:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class McpCheck:
+    mcp_method: str | None
+    mcp_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    headers: Headers
+    mcp_check: McpCheck | None = None
+    login: str = ""  # who the request runs as ("" when no token was needed)
+
+
+GateDecision = Answer | ToAuthorizationServer | Forward
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """What every decision needs besides the request: the issuer and the key / revocation snapshots."""
+
+    issuer: str
+    keys: KeySet
+    revoked: Container[str]
+
+
+def _json_answer(status: int, document: Mapping[str, object], *extra: tuple[bytes, bytes]) -> Answer:
+    body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    return Answer(status, (_JSON, _NO_STORE, *extra), body)
+
+
+def _error(status: int, error: str, description: str) -> Answer:
+    return _json_answer(status, {"error": error, "error_description": description}, _CORS_ANY)
+
+
+def decide(
+    policy: ProxyAccessPolicy | None,
+    context: AuthContext,
+    *,
+    scheme: str,
+    method: bytes,
+    path: str,
+    headers: Headers,
+    now: float,
+) -> GateDecision:
+    """`policy` None means the proxy is protected but its config could not be read: fail closed."""
+    if policy is None:
+        return _error(
+            503,
+            "temporarily_unavailable",
+            "this service's access configuration is invalid; ask the operator of this proxy to fix it",
+        )
+    host = b""
+    origin_header: bytes | None = None
+    authorizations: list[bytes] = []
+    mcp_method: bytes | None = None
+    mcp_name: bytes | None = None
+    content_type = b""
+    preflight = False
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"authorization":
+            authorizations.append(value)
+        elif name == b"origin":
+            origin_header = value
+        elif name == b"mcp-method":
+            mcp_method = value
+        elif name == b"mcp-name":
+            mcp_name = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"access-control-request-method":
+            preflight = True
+
+    origin = origin_of(scheme, host.decode("latin-1"))
+    if origin is None:
+        return _error(400, "invalid_request", "the Host header is not a usable host name")
+    if policy.allowed_origins and origin_header is not None:
+        caller = _canonical_origin(origin_header)
+        if caller != origin and caller not in policy.allowed_origins:
+            return _error(
+                403,
+                "access_denied",
+                "requests from this web origin are not allowed; ask the operator of this proxy to add it "
+                "to the proxy's allowed origins",
+            )
+
+    resource_path = policy.resource_path
+    if path == PRM_WELL_KNOWN or path.startswith(PRM_WELL_KNOWN + "/"):
+        return _prm_answer(policy, context, origin, path, method)
+    if is_authorization_server_path(path):
+        return ToAuthorizationServer()
+
+    kept = _upstream_headers(policy, headers)
+    if (preflight and method == b"OPTIONS") or policy.is_public(path):
+        # A CORS preflight carries no credentials by design and cannot invoke anything.
+        return Forward(kept)
+    if len(authorizations) > 1:
+        # Two credentials are ambiguous (which one would a later hop believe?): RFC 6750 invalid_request.
+        challenge = www_authenticate(
+            prm_url(origin, resource_path),
+            error="invalid_request",
+            description="send exactly one Authorization header",
+        )
+        return _json_answer(
+            400,
+            {"error": "invalid_request", "error_description": "send exactly one Authorization header"},
+            (b"www-authenticate", challenge.encode("latin-1", "replace")),
+            _CORS_ANY,
+            _CORS_EXPOSE,
+        )
+    requirements = policy.requirements(
+        issuer=context.issuer,
+        audiences=accepted_audiences(origin, resource_path),
+        path=path,
+        method=method.decode("ascii", "replace"),
+    )
+    token = bearer_token(authorizations[0].decode("latin-1")) if authorizations else None
+    decision = verify(token, context.keys, requirements, now=now, revoked=context.revoked)
+    if isinstance(decision, Deny):
+        return _deny_answer(decision, origin, resource_path, requirements.scopes)
+    identity = decision.identity
+    kept.extend(
+        (header.lower().encode("latin-1"), value.encode("utf-8"))
+        for header, value in policy.upstream_identity_headers(identity)
+    )
+    check = None
+    if (
+        (mcp_method is not None or mcp_name is not None)
+        and method == b"POST"
+        and content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+    ):
+        check = McpCheck(
+            None if mcp_method is None else mcp_method.decode("latin-1"),
+            None if mcp_name is None else mcp_name.decode("latin-1"),
+        )
+    return Forward(kept, check, identity.login)
+
+
+def _upstream_headers(policy: ProxyAccessPolicy, headers: Headers) -> Headers:
+    """The client's headers minus Authorization, forgeable identity headers, and the authorization server's
+    own cookies: a 2025-03-26 client logs in through the resource host, so the browser holds our session
+    cookie for this origin, and the upstream must never see it (it could act as the user at /authorize)."""
+    kept: Headers = []
+    for name, value in headers:
+        if policy.stripped_header(name.decode("latin-1")):
+            continue
+        if name == b"cookie" and AUTH_SERVER_COOKIE_PREFIX in value:
+            pairs = [p for p in value.split(b";") if not p.strip().startswith(AUTH_SERVER_COOKIE_PREFIX)]
+            value = b";".join(pairs).strip()
+            if not value:
+                continue
+        kept.append((name, value))
+    return kept
+
+
+def effective_scheme(scheme: str, headers: Headers, *, trusted_peer: bool) -> str:
+    """The scheme the client used: ours, unless a trusted proxy in front (which may terminate TLS) says
+    otherwise in X-Forwarded-Proto. The resource URI, and so the token audience, depends on it."""
+    if trusted_peer:
+        for name, value in headers:
+            if name == b"x-forwarded-proto":
+                # The first hop's view is the client's; later hops append theirs.
+                forwarded = value.split(b",", 1)[0].strip().lower()
+                if forwarded in (b"http", b"https"):
+                    return forwarded.decode("ascii")
+    return scheme
+
+
+def check_body(check: McpCheck, body: bytes | None) -> Answer | None:
+    """None when the body agrees with the Mcp-* headers; `body` None means it exceeded the check's bound."""
+    if body is None:
+        return _error(
+            413,
+            "invalid_request",
+            f"a request with Mcp-Method/Mcp-Name headers may carry at most {MAX_CHECKED_BODY_BYTES} bytes",
+        )
+    result = mcp_headers.check(check.mcp_method, check.mcp_name, body)
+    if isinstance(result, mcp_headers.HeadersMismatch):
+        return _error(result.status, "invalid_request", result.reason)
+    return None
+
+
+def _canonical_origin(value: bytes) -> str | None:
+    text = value.decode("latin-1").strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or "/" in rest:
+        return None
+    return origin_of(scheme.lower(), rest)
+
+
+def _prm_answer(
+    policy: ProxyAccessPolicy, context: AuthContext, origin: str, path: str, method: bytes
+) -> Answer:
+    if path not in prm_paths(policy.resource_path):
+        return _json_answer(
+            404,
+            {"error": "not_found", "error_description": "no protected resource at this path"},
+            _CORS_ANY,
+        )
+    if method == b"OPTIONS":
+        return Answer(
+            204,
+            (
+                _CORS_ANY,
+                (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+                (b"access-control-allow-headers", b"*"),
+                (b"access-control-max-age", b"86400"),
+            ),
+            b"",
+        )
+    if method not in (b"GET", b"HEAD"):
+        return Answer(405, (_JSON, (b"allow", b"GET, HEAD, OPTIONS")), b'{"error":"method_not_allowed"}')
+    document = prm_document(
+        resource=resource_uri(origin, policy.resource_path),
+        issuer=context.issuer,
+        scopes_supported=policy.scopes_supported,
+        resource_name=policy.resource_name,
+        resource_documentation=policy.resource_documentation,
+    )
+    return Answer(
+        200,
+        (_JSON, _CORS_ANY, (b"cache-control", b"public, max-age=%d" % PRM_CACHE_SECONDS)),
+        prm_body(document),
+    )
+
+
+def _deny_answer(decision: Deny, origin: str, resource_path: str, scopes: tuple[str, ...]) -> Answer:
+    # A 403 for a user not on the allowlist carries no error code in the challenge: re-authorising (what an
+    # error there would invite) cannot help; the body says who can.
+    error = decision.error if decision.error != "access_denied" else None
+    challenge = www_authenticate(
+        prm_url(origin, resource_path),
+        error=error,
+        description=decision.description if error else None,
+        scope=decision.scope or (" ".join(scopes) if decision.status == 401 and scopes else None),
+    )
+    return _json_answer(
+        decision.status,
+        {"error": decision.error or "unauthorized", "error_description": decision.description},
+        (b"www-authenticate", challenge.encode("latin-1", "replace")),
+        _CORS_ANY,
+        _CORS_EXPOSE,
+    )
