@@ -40,6 +40,7 @@ class HttpChannel(asyncio.Protocol):
         "_reading",
         "_write_paused",
         "body_overrun",
+        "body_relayed",
         "bytes_received",
         "closed",
         "conn",
@@ -81,6 +82,7 @@ class HttpChannel(asyncio.Protocol):
         self._body_source: HttpChannel | None = None
         self._body_remaining = 0
         self.body_overrun = False
+        self.body_relayed = 0
 
     # asyncio.Protocol callbacks -------------------------------------------------------------------------
 
@@ -230,14 +232,26 @@ class HttpChannel(asyncio.Protocol):
     async def relay_body(self, sink: HttpChannel, length: int, timeout_seconds: float | None) -> None:
         """Copy the next `length` bytes this peer sends straight to `sink`'s transport, bypassing h11.
 
-        For a body framed by Content-Length on both sides (the head was already sent to the sink and the
-        h11 buffer drained), h11 would only copy each chunk twice and wrap it in events. Afterwards h11 is
+        For a body framed by Content-Length on both sides (the head was already queued for the sink and
+        h11 has not yet returned any of the body), h11 would only copy each chunk twice and wrap it in
+        events. `body_relayed` counts the bytes passed on, also when this raises. Afterwards h11 is
         told the body ended (`body_received` / `body_sent`), so its state machines stay exact. Bytes past
         `length` are not forwarded: `body_overrun` is set and the connection must not be reused.
         `timeout_seconds` bounds the silence between chunks, not time spent waiting for a slow sink.
         Raises ChannelTimeout, or ChannelClosed when this peer closes early or the connection is lost."""
+        self.body_relayed = 0
         if length <= 0:
             return
+        # What h11 already buffered (typically the whole of a small body that arrived with its head) goes
+        # first, queued behind the sink's pending head so both leave in one write. Bytes past `length` stay
+        # in h11's buffer, where the pool's trailing-data check sees them.
+        buffered = self.conn._receive_buffer.maybe_extract_at_most(length)
+        if buffered:
+            sink._out.append(bytes(buffered))
+            self.body_relayed = len(buffered)
+            length -= len(buffered)
+            if not length:
+                return
         self._body_sink = sink
         self._body_remaining = length
         sink._body_source = self
@@ -262,6 +276,7 @@ class HttpChannel(asyncio.Protocol):
             data = data[:remaining]
             self.body_overrun = True
         self._body_remaining = remaining - len(data)
+        self.body_relayed += len(data)
         if sink.transport is not None and not sink.closed:
             if sink._out:
                 sink.flush()

@@ -367,8 +367,9 @@ class ClientConnection(HttpChannel):
             elif name == b"upgrade":
                 upgrade = True
         if content_length <= 0 and not chunked:
-            # h11 yields a bodiless request's EndOfMessage without more bytes; take it so the cycle can end.
-            self.conn.next_event()
+            # A bodiless request has ended with its head: tell h11's state machine directly (what its
+            # zero-length reader would yield from next_event, minus the reader) so the cycle can end.
+            self.body_received()
         host = normalise_host(host_raw)
         target = request.target
         query_at = target.find(b"?")
@@ -612,28 +613,15 @@ class ClientConnection(HttpChannel):
         length: int,
         read_timeout: float | None,
     ) -> bool:
-        """Relay a body both heads frame with the same Content-Length: what h11 already buffered goes out
-        as its Data events, the rest straight from socket to socket (HttpChannel.relay_body)."""
-        remaining = length
+        """Relay a body both heads frame with the same Content-Length, counted from h11's buffer and then
+        straight from socket to socket (HttpChannel.relay_body); h11 is told only that it ended."""
+        up.body_relayed = 0
         try:
-            while True:
-                event = up.conn.next_event()
-                kind = type(event)
-                if kind is h11.Data:
-                    data = cast(h11.Data, event).data
-                    remaining -= len(data)
-                    self._out.append(data)
-                elif kind is h11.EndOfMessage:
-                    break
-                elif event is h11.NEED_DATA:
-                    if up.conn.their_state is h11.ERROR:
-                        raise ChannelClosed("protocol error")
-                    await up.relay_body(self, remaining, read_timeout)
-                    remaining = 0
-                    up.body_received()
-                    break
-                else:
-                    raise ChannelClosed(f"unexpected {event!r} in a response body")
+            if up.conn.their_state is not h11.SEND_BODY:
+                # Not a plain response body (e.g. the upstream switched protocols): nothing to count.
+                raise ChannelClosed(f"upstream in state {up.conn.their_state!r} after the response head")
+            await up.relay_body(self, length, read_timeout)
+            up.body_received()
         except (ChannelTimeout, ChannelClosed, h11.ProtocolError) as exc:
             up.abort()
             if self.client_gone:
@@ -643,7 +631,7 @@ class ClientConnection(HttpChannel):
             self.abort()
             return False
         finally:
-            record.bytes_out = length - remaining
+            record.bytes_out = up.body_relayed
         self.active_upstream = None
         pool.release(key, up)
         try:

@@ -489,6 +489,11 @@ def test_websocket_upgrade_on_a_protected_host_needs_a_token(
                 sock.sendall((upgrade + auth + "X-Auth-User: mallory\r\n\r\n").encode())
                 response = sock.recv(65536)
             assert response.startswith(expected), response[:200]
+        # The backend records the handshake's headers just after it has sent the 101: wait for the record.
+        deadline = time.monotonic() + 5
+        while not backend.request_headers:
+            assert time.monotonic() < deadline, "the WebSocket backend never saw the upgrade"
+            time.sleep(0.01)
         assert backend.request_headers[-1]["x-auth-user"] == "alice"
         assert "authorization" not in backend.request_headers[-1]
     finally:

@@ -369,3 +369,40 @@ async def test_values_with_non_ascii_percent_and_resp_syntax_round_trip(redis_cl
     assert stored == [tricky, entry(7)]
     await request_log.close()
     await writer
+
+
+def test_packed_xadd_is_what_redis_py_would_send() -> None:
+    # The hand-written packer must stay byte-identical to redis-py's for the same fields, in field order,
+    # with the query redacted exactly as to_stream_fields() does.
+    from redis.connection import Connection as SyncConnection
+
+    from data_plane.request_log import _XaddPacker
+
+    item = RequestLogEntry(
+        time=1_800_000_000.5,
+        client_ip="10.0.0.1",
+        host="a.example.com",
+        method="POST",
+        path="/p?token=secret&page=2",
+        status=201,
+        bytes_in=5,
+        bytes_out=7,
+        duration_seconds=0.0123456789,
+        upstream="http://up:1",
+        route_id="r1",
+        request_id="id-1",
+        user="alice",
+    )
+    expected = b"".join(
+        SyncConnection().pack_command(
+            "XADD",
+            STREAM,
+            "MAXLEN",
+            "~",
+            1000,
+            "*",
+            *[part for pair in item.to_stream_fields().items() for part in pair],
+        )
+    )
+    assert b"secret" not in expected
+    assert _XaddPacker(STREAM, 1000).pack(item) == expected
