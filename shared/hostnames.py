@@ -6,6 +6,7 @@ A wildcard is allowed only as the whole left-most label (`*.example.com`) and ne
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -41,3 +42,37 @@ def normalise_hostname(value: str, *, allow_wildcard: bool) -> str:
     if len(full) > MAX_HOSTNAME_LENGTH:
         raise InvalidHostname("hostname is longer than 253 characters")
     return full
+
+
+# Special-use names (RFC 6761, 6762, 7686, 8375, ICANN's .internal): no public CA can validate them.
+_SPECIAL_USE_SUFFIXES = (
+    "localhost",
+    "test",
+    "invalid",
+    "example",
+    "local",
+    "internal",
+    "onion",
+    "home.arpa",
+    "lan",
+)
+
+
+def public_ca_refusal(hostname: str) -> str | None:
+    """Why a public ACME CA cannot issue for `hostname`, or None when it can.
+
+    Automatic certificates skip such names instead of spending the CA's failed-validation budget; an
+    explicit request is still allowed (a private ACME server may serve them)."""
+    if hostname.startswith("*."):
+        return "wildcards need DNS-01, which is not supported"
+    try:
+        ipaddress.ip_address(hostname)
+        return "IP addresses cannot get HTTP-01 certificates here"
+    except ValueError:
+        pass
+    if "." not in hostname:
+        return "single-label names are not public"
+    for suffix in _SPECIAL_USE_SUFFIXES:
+        if hostname == suffix or hostname.endswith("." + suffix):
+            return f".{suffix} is a special-use name no public CA validates"
+    return None

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared import keys
-from shared.hostnames import InvalidHostname, normalise_hostname
+from shared.hostnames import InvalidHostname, normalise_hostname, public_ca_refusal
 from shared.models import ChangeEvent, ProxyTarget, Route
 
 
@@ -89,3 +89,24 @@ def test_change_event_round_trips_through_stream_fields() -> None:
     event = ChangeEvent(version=7, kind="proxy", action="created", name="a.example", owner="alice")
     back = ChangeEvent.from_stream_fields(event.to_stream_fields())
     assert back == event
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("app.example.com", False),
+        ("mcp.dev", False),
+        ("auth.localhost", True),
+        ("localhost", True),
+        ("svc.internal", True),
+        ("printer.local", True),
+        ("x.test", True),
+        ("router.home.arpa", True),
+        ("10.0.0.1", True),
+        ("intranet", True),
+        ("*.example.com", True),
+        ("latest.com", False),  # a suffix matches whole labels only
+    ],
+)
+def test_public_ca_refusal(name: str, refused: bool) -> None:
+    assert (public_ca_refusal(name) is not None) == refused

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import redis.asyncio as aioredis
 
 from shared import keys
+from shared.hostnames import public_ca_refusal
 from shared.models import Certificate, CertificateWanted, ProxyTarget
 
 from .. import store
@@ -54,7 +55,7 @@ def due_events(
             events.append(CertificateWanted(reason="schedule", cert_name=name, at=now))
     if renewals:
         for proxy in proxies:
-            wants = proxy.enable_https and not proxy.hostname.startswith("*.")
+            wants = proxy.enable_https and public_ca_refusal(proxy.hostname) is None
             if wants and proxy.hostname not in covered:
                 events.append(CertificateWanted(reason="proxy", hostname=proxy.hostname, at=now))
     return events

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from shared import keys
 from shared.config import Settings
-from shared.hostnames import InvalidHostname, normalise_hostname
+from shared.hostnames import InvalidHostname, normalise_hostname, public_ca_refusal
 from shared.models import (
     ADMIN_OWNER,
     CERT_NAME_PATTERN,
@@ -278,7 +278,11 @@ class CertificateService:
 
     async def want_for_proxy(self, proxy: ProxyTarget) -> None:
         """Proxy create/update hook: queue a request when HTTPS is on and no certificate covers the name."""
-        if not proxy.enable_https or proxy.hostname.startswith("*."):
+        if not proxy.enable_https:
+            return
+        refusal = public_ca_refusal(proxy.hostname)
+        if refusal is not None:
+            log.info("no automatic certificate for %s: %s", proxy.hostname, refusal)
             return
         try:
             if await self._redis.hexists(keys.certificate_domains(), proxy.hostname):

@@ -99,6 +99,9 @@ def test_scheduler_decisions() -> None:
         ProxyTarget(hostname="new.example.com", target_url="http://127.0.0.1:1"),
         ProxyTarget(hostname="plain.example.com", target_url="http://127.0.0.1:1", enable_https=False),
         ProxyTarget(hostname="*.wild.example.com", target_url="http://127.0.0.1:1"),
+        # No public CA validates special-use names: `just up`'s auth.localhost must not ask Let's Encrypt.
+        ProxyTarget(hostname="auth.localhost", target_url="http://127.0.0.1:1"),
+        ProxyTarget(hostname="127.0.0.1", target_url="http://127.0.0.1:1"),
     ]
     daily = due_events(certs, proxies, now=NOW, renew_before_seconds=30 * DAY, renewals=True)
     assert [(e.reason, e.cert_name or e.hostname) for e in daily] == [
