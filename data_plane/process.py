@@ -1,8 +1,10 @@
 """One data-plane worker process: build the Runtime, open listeners, run until SIGTERM/SIGINT, then drain.
 
-Listeners: plain HTTP on BIND_HOST:HTTP_PORT, PROXY-protocol HTTP on BIND_HOST:PROXY_PROTOCOL_PORT, and the
-internal /health + /metrics listener on INTERNAL_HOST:INTERNAL_PORT. With `reuse_port` every worker binds the
-same ports (SO_REUSEPORT) and the kernel spreads connections across them.
+Listeners: plain HTTP on BIND_HOST:HTTP_PORT, HTTPS on BIND_HOST:HTTPS_PORT (when HTTPS_PORT is non-zero and
+KEY_ENCRYPTION_KEY_B64 is set: certificates are stored encrypted), PROXY-protocol HTTP on
+BIND_HOST:PROXY_PROTOCOL_PORT, and the internal /health + /metrics listener on INTERNAL_HOST:INTERNAL_PORT.
+With `reuse_port` every worker binds the same ports (SO_REUSEPORT) and the kernel spreads connections across
+them.
 
 Shutdown: stop accepting, close idle keep-alive connections, let in-flight requests finish for up to
 limits.shutdown_drain_seconds, then abort what remains, flush the request log and close Redis.
@@ -14,6 +16,7 @@ import asyncio
 import gc
 import logging
 import signal
+import ssl
 
 from data_plane.io.client_connection import ClientConnection
 from data_plane.io.internal_http import handle_internal
@@ -23,7 +26,10 @@ from data_plane.metrics import Metrics
 from data_plane.request_log import RequestLog
 from data_plane.runtime import Runtime
 from data_plane.sync.config_sync import ConfigSync, reload
+from data_plane.tls.cert_store import CertificateStore
+from data_plane.tls.fallback import fallback_common_name
 from shared.config import Settings
+from shared.encryption import KeyNotConfigured, Keyring
 from shared.redis_client import create_redis
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 2048
 TASK_STOP_SECONDS = 3.0
 GC_GEN0_THRESHOLD = 20_000
+TLS_HANDSHAKE_SECONDS = 10.0
 
 
 async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False) -> None:
@@ -55,6 +62,7 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
+    server_context = await _start_certificates(runtime)
     # The first load happens before listening so a healthy Redis means no request sees an empty table.
     try:
         await reload(runtime)
@@ -72,6 +80,18 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
             backlog=LISTEN_BACKLOG,
         )
     )
+    if server_context is not None:
+        servers.append(
+            await loop.create_server(
+                lambda: ClientConnection(runtime, scheme=b"https"),
+                settings.BIND_HOST,
+                settings.HTTPS_PORT,
+                ssl=server_context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS,
+                reuse_port=reuse_port,
+                backlog=LISTEN_BACKLOG,
+            )
+        )
     if settings.PROXY_PROTOCOL_PORT:
         servers.append(
             await loop.create_server(
@@ -99,9 +119,11 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
         loop.create_task(runtime.request_log.run(), name="request-log"),
     ]
     log.info(
-        "data plane listening: http %s:%d, proxy-protocol %s:%d, internal %s:%d (config version %d)",
+        "data plane listening: http %s:%d, https %s, proxy-protocol %s:%d, internal %s:%d "
+        "(config version %d)",
         settings.BIND_HOST,
         settings.HTTP_PORT,
+        settings.HTTPS_PORT if server_context is not None else "off",
         settings.BIND_HOST,
         settings.PROXY_PROTOCOL_PORT,
         settings.INTERNAL_HOST,
@@ -117,6 +139,30 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
     runtime.pool.close()
     await redis.aclose()
     log.info("stopped")
+
+
+async def _start_certificates(runtime: Runtime) -> ssl.SSLContext | None:
+    """Load the certificate table and return the HTTPS listener's context, or None when HTTPS is off.
+
+    Without a KEK no stored private key can be read, so HTTPS is off (logged) rather than a start failure:
+    plain HTTP and ACME challenges still work. A Redis failure here is also logged and leaves HTTPS off until
+    a restart: a listener must not come up without even its fallback certificate."""
+    settings = runtime.settings
+    if not settings.HTTPS_PORT:
+        return None
+    try:
+        keyring = Keyring.from_settings(settings)
+    except KeyNotConfigured:
+        log.warning("HTTPS disabled: KEY_ENCRYPTION_KEY_B64 is not set")
+        return None
+    store = CertificateStore(runtime.redis, keyring, fallback_common_name(settings))
+    try:
+        await store.start()
+    except Exception:
+        log.exception("HTTPS disabled: certificates could not be loaded")
+        return None
+    runtime.certificates = store
+    return store.server_context()
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:

@@ -28,6 +28,7 @@ from data_plane.limits import Limits
 from data_plane.metrics import Metrics
 from data_plane.request_log import RequestLog
 from data_plane.routing.route_table import EMPTY_TABLE, RouteTable
+from data_plane.tls.cert_store import CertificateStore
 from shared.config import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class Runtime:
     auth_keys: KeySet = field(default_factory=lambda: KeySet({}))
     revoked: RevokedTokens = field(default_factory=RevokedTokens)
     jwks_raw: str | None = None  # what auth_keys was built from, to notice a rotation between versions
+    # Served certificates (None when HTTPS is off: no HTTPS_PORT or no KEY_ENCRYPTION_KEY_B64).
+    certificates: CertificateStore | None = None
 
     def auth_context(self) -> AuthContext:
         return AuthContext(self.settings.oauth_issuer, self.auth_keys, self.revoked)

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import h11
 
+from data_plane.acme_challenge import CHALLENGE_PATH_PREFIX, answer_challenge
 from data_plane.auth.gate import (
     MAX_CHECKED_BODY_BYTES,
     MAX_DISCARDED_BODY_BYTES,
@@ -68,6 +69,7 @@ IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 MAX_PROXY_HEADER_BYTES = 16 + 65535
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
+_ACME_PREFIX = CHALLENGE_PATH_PREFIX.encode()
 _REASONS = {
     400: "Bad Request",
     404: "Not Found",
@@ -380,6 +382,9 @@ class ClientConnection(HttpChannel):
         )
 
         try:
+            if target.startswith(_ACME_PREFIX):
+                # ACME HTTP-01 answers come from Redis before routing and auth, on any Host (issue 4).
+                return await self._answer_acme(record, target, close=chunked or content_length > 0)
             if not target.startswith(b"/"):
                 if target == b"*" and method == b"OPTIONS":
                     pass
@@ -773,6 +778,29 @@ class ClientConnection(HttpChannel):
         return not close
 
     # Answers of our own --------------------------------------------------------------------------------
+
+    async def _answer_acme(self, record: ExchangeRecord, target: bytes, *, close: bool) -> bool:
+        try:
+            answer = await answer_challenge(self.runtime.redis, target.decode("latin-1"))
+        except Exception as exc:  # Redis down: the CA retries; never a traceback per probe
+            log.warning("ACME challenge lookup failed: %s", exc)
+            return self.answer_error(record, 503, "ACME challenge store unavailable", close=close)
+        if answer.status != 200:
+            message = answer.body.decode("ascii", "replace").strip()
+            return self.answer_error(record, answer.status, message, close=close)
+        record.status = 200
+        close = close or self.runtime.draining
+        headers = [
+            (b"content-type", answer.content_type.encode()),
+            (b"content-length", str(len(answer.body)).encode()),
+            (b"x-request-id", record.request_id.encode()),
+        ]
+        if close:
+            headers.append((b"connection", b"close"))
+        self.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
+        self.send(h11.Data(data=answer.body))
+        self.send(h11.EndOfMessage())
+        return not close
 
     def answer_error(
         self,

@@ -47,6 +47,9 @@ async def reload(runtime: Runtime) -> bool:
     table = snapshot.table
     runtime.swap(table, snapshot.auth, snapshot.jwks_raw)
     runtime.revoked = snapshot.revoked
+    if runtime.certificates is not None:
+        # Certificate writes bump the config version too; a failed refresh keeps the last good table.
+        await runtime.certificates.refresh()
     runtime.metrics.count_reload("success")
     log.info(
         "route table version %d loaded: %d proxies, %d protected, %d signing keys",
