@@ -8,8 +8,9 @@ token deletion and every cleanup in one transaction, with one change event per d
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from .store import ConfigWrite, Reader
+from .store import ChangeKind, Collection, ConfigWrite, Reader
 
 OwnerCleanup = Callable[[Reader, str], Awaitable[ConfigWrite]]
 
@@ -32,3 +33,28 @@ class CascadeRegistry:
         for cleanup in self._cleanups.values():
             write.extend(await cleanup(reader, owner))
         return write
+
+
+async def plan_owned_deletions(
+    reader: Reader,
+    owner: str,
+    collection: Collection[Any],
+    kind: ChangeKind | None,
+    *,
+    into: ConfigWrite | None = None,
+    remove: Callable[[ConfigWrite, Any], None] | None = None,
+) -> ConfigWrite:
+    """The usual cleanup: delete every object of `collection` that `owner` owns, with one change event each
+    (`kind` None: no event, for rows that only accompany another kind). `remove` replaces the plain hash
+    delete when an object has index entries of its own."""
+    write = into if into is not None else ConfigWrite()
+    for object_id, item in (await reader.all(collection)).items():
+        if item.owner != owner:
+            continue
+        if remove is None:
+            write.delete(collection, object_id)
+        else:
+            remove(write, item)
+        if kind is not None:
+            write.change(kind, "deleted", object_id, owner)
+    return write

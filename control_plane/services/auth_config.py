@@ -27,6 +27,7 @@ from shared.models import (
 )
 
 from .. import store
+from ..cascade import plan_owned_deletions
 from ..errors import InvalidInput, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import Collection, ConfigWrite, Reader, Store
@@ -277,12 +278,5 @@ class AuthConfigService:
 
 async def delete_owned_auth_configs(reader: Reader, owner: str) -> ConfigWrite:
     """Cascade cleanup: protection and PRM fields of every proxy `owner` owns go with the proxies."""
-    write = ConfigWrite()
-    for hostname, config in (await reader.all(proxy_auth_collection())).items():
-        if config.owner == owner:
-            write.delete(proxy_auth_collection(), hostname)
-            write.change("auth", "deleted", hostname, owner)
-    for hostname, resource in (await reader.all(proxy_resource_collection())).items():
-        if resource.owner == owner:
-            write.delete(proxy_resource_collection(), hostname)
-    return write
+    write = await plan_owned_deletions(reader, owner, proxy_auth_collection(), "auth")
+    return await plan_owned_deletions(reader, owner, proxy_resource_collection(), None, into=write)

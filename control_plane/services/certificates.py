@@ -38,6 +38,7 @@ from shared.models import (
 from .. import store
 from ..acme.records import certificate_for_domain, certificates, delete_certificate, put_certificate
 from ..acme.workflow import request_certificate
+from ..cascade import plan_owned_deletions
 from ..errors import Conflict, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
@@ -350,9 +351,4 @@ async def _owned(reader: Reader, principal: Principal, cert_name: str) -> Certif
 
 async def delete_owned_certificates(reader: Reader, owner: str) -> ConfigWrite:
     """Cascade cleanup: plan deletion of every certificate `owner` owns."""
-    write = ConfigWrite()
-    for name, cert in (await reader.all(certificates())).items():
-        if cert.owner == owner:
-            delete_certificate(write, cert)
-            write.change("certificate", "deleted", name, owner)
-    return write
+    return await plan_owned_deletions(reader, owner, certificates(), "certificate", remove=delete_certificate)

@@ -19,6 +19,7 @@ from shared.hostnames import InvalidHostname, normalise_hostname
 from shared.models import ProxyTarget
 
 from .. import store
+from ..cascade import plan_owned_deletions
 from ..errors import Conflict, InvalidInput, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
@@ -188,9 +189,4 @@ class ProxyService:
 
 async def delete_owned_proxies(reader: Reader, owner: str) -> ConfigWrite:
     """Cascade cleanup: plan deletion of every proxy `owner` owns."""
-    write = ConfigWrite()
-    for hostname, proxy in (await reader.all(store.proxies())).items():
-        if proxy.owner == owner:
-            write.delete(store.proxies(), hostname)
-            write.change("proxy", "deleted", hostname, owner)
-    return write
+    return await plan_owned_deletions(reader, owner, store.proxies(), "proxy")

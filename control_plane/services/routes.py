@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.models import Route
 
 from .. import store
+from ..cascade import plan_owned_deletions
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
@@ -178,9 +179,4 @@ class RouteService:
 
 async def delete_owned_routes(reader: Reader, owner: str) -> ConfigWrite:
     """Cascade cleanup: plan deletion of every route `owner` owns."""
-    write = ConfigWrite()
-    for route_id, route in (await reader.all(store.routes())).items():
-        if route.owner == owner:
-            write.delete(store.routes(), route_id)
-            write.change("route", "deleted", route_id, owner)
-    return write
+    return await plan_owned_deletions(reader, owner, store.routes(), "route")
