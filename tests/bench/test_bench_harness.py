@@ -70,9 +70,9 @@ def test_quick_run_writes_complete_json(tmp_path: Path) -> None:
         assert nginx["cpu_seconds"] > 0
         # every request really went through to the backend...
         assert nginx["backend_requests"] >= nginx["requests"]
-        # ...over reused upstream connections (the peer's keep-alive config works), except when every client
-        # request opens a new connection, which nginx still serves from its upstream pool
-        assert nginx["backend_connections_opened"] <= document["settings"]["connections"], (workload, nginx)
+        # ...over reused upstream connections (the peer's keep-alive config works; without it every request
+        # opens one). nginx may open a few more than there are clients, so bound by requests, not clients.
+        assert nginx["backend_connections_opened"] * 4 < nginx["requests"], (workload, nginx)
         if not tls:
             assert by_target["direct"]["cpu_percent"] is None
             assert set(document["ratios"][workload]) == {"nginx/direct"}
