@@ -23,11 +23,22 @@ class ServiceStartError(RuntimeError):
     pass
 
 
+# Ports this test process has handed out. The kernel may return a port again as soon as the probing socket
+# closes, so two free_port() calls for one service set (API and PROXY port, say) could collide; seen in CI.
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port on `host` that this process has not handed out before."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    for _ in range(1000):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise ServiceStartError("no unused free port found after 1000 tries")
 
 
 def port_open(host: str, port: int) -> bool:
