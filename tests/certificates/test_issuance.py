@@ -28,6 +28,7 @@ from shared.config import Settings
 from shared.encryption import Keyring
 from shared.models import Certificate, FallbackCertificate
 from tests.harness.pebble import Pebble
+from tests.harness.redis_dump import dump_redis
 from tests.harness.services import RedisServer
 
 from .conftest import (
@@ -313,29 +314,7 @@ async def test_no_plaintext_private_key_anywhere_in_redis(
     await wait_for_status(api_with_worker, "scan", {"active"})
     await ensure_fallback(redis_client, KEYRING, "fallback.test.localhost")
 
-    dump: list[str] = []
-    async for key in redis_client.scan_iter("*"):
-        dump.append(key)
-        kind = await redis_client.type(key)
-        if kind == "string":
-            dump.append(str(await redis_client.get(key)))
-        elif kind == "hash":
-            for field, value in (await redis_client.hgetall(key)).items():
-                dump += [field, value]
-        elif kind == "stream":
-            for _id, fields in await redis_client.xrange(key):
-                dump += [*fields.keys(), *fields.values()]
-        elif kind == "list":
-            dump += await redis_client.lrange(key, 0, -1)
-        elif kind in ("set", "zset"):
-            dump += (
-                [str(m) for m in await redis_client.zrange(key, 0, -1)]
-                if kind == "zset"
-                else list(await redis_client.smembers(key))
-            )
-        else:
-            pytest.fail(f"unexpected key type {kind} for {key}")
-    blob = "\n".join(dump)
+    blob = await dump_redis(redis_client)
     assert "BEGIN CERTIFICATE" in blob  # the scan does see the stored certificates
     assert await redis_client.hlen(keys.acme_accounts()) == 1  # and the account with its key
     assert "PRIVATE KEY" not in blob

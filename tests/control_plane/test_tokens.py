@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from shared import keys
 from shared.secrets import token_sha256
+from tests.harness.redis_dump import dump_redis
 
 from .conftest import ADMIN, ADMIN_TOKEN, bearer, create_token
 
@@ -161,21 +162,7 @@ async def test_no_plaintext_token_anywhere_in_redis(
     assert alice_proxy.status_code == 201
     await api.delete(f"{TOKENS}user2", headers=ADMIN)
 
-    dump: list[str] = []
-    async for key in redis_client.scan_iter("*"):
-        dump.append(key)
-        kind = await redis_client.type(key)
-        if kind == "string":
-            dump.append(str(await redis_client.get(key)))
-        elif kind == "hash":
-            for field, value in (await redis_client.hgetall(key)).items():
-                dump += [field, value]
-        elif kind == "stream":
-            for _id, fields in await redis_client.xrange(key):
-                dump += [*fields.keys(), *fields.values()]
-        else:
-            pytest.fail(f"unexpected key type {kind} for {key}")
-    blob = "\n".join(dump)
+    blob = await dump_redis(redis_client)
     assert token_sha256(secrets[0]) in blob  # the scan does see the stored material
     for secret in secrets:
         assert secret not in blob
