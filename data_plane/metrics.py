@@ -51,6 +51,19 @@ LATENCY_BUCKETS_SECONDS: Final = (
 )
 
 ReloadResult = Literal["success", "failure"]
+TlsHandshakeResult = Literal[
+    "ok", "plain_http", "not_tls", "timeout", "closed", "tls_error", "overloaded", "proxy_header"
+]
+TLS_HANDSHAKE_RESULTS: Final[tuple[TlsHandshakeResult, ...]] = (
+    "ok",
+    "plain_http",
+    "not_tls",
+    "timeout",
+    "closed",
+    "tls_error",
+    "overloaded",
+    "proxy_header",
+)
 # Anything outside real HTTP status codes folds into one series instead of minting a new one.
 OUT_OF_RANGE_STATUS: Final = "other"
 
@@ -124,6 +137,19 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.reloads_total.labels(result=result)  # export both series at 0 so alerts can rate() them
+        self.acme_challenges_answered_total = Counter(
+            "mhp_acme_challenges_answered",
+            "ACME HTTP-01 challenge requests answered with a key authorisation by this process.",
+            registry=self.registry,
+        )
+        self.tls_handshakes_total = Counter(
+            "mhp_tls_handshakes",
+            "TLS handshakes on the HTTPS listener, by result (ok or why it failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in TLS_HANDSHAKE_RESULTS:
+            self.tls_handshakes_total.labels(result=result)
 
     def count_request(self, status: int) -> None:
         self._status_counts[status if 100 <= status <= 599 else 0] += 1

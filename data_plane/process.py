@@ -2,7 +2,9 @@
 
 Listeners: plain HTTP on BIND_HOST:HTTP_PORT, HTTPS on BIND_HOST:HTTPS_PORT (when HTTPS_PORT is non-zero and
 KEY_ENCRYPTION_KEY_B64 is set: certificates are stored encrypted), PROXY-protocol HTTP on
-BIND_HOST:PROXY_PROTOCOL_PORT, and the internal /health + /metrics listener on INTERNAL_HOST:INTERNAL_PORT.
+BIND_HOST:PROXY_PROTOCOL_PORT, PROXY protocol then TLS on BIND_HOST:PROXY_PROTOCOL_TLS_PORT (when non-zero and
+HTTPS is on), and the internal /health + /metrics listener on INTERNAL_HOST:INTERNAL_PORT. The TLS listeners
+run our own accept loop (io/tls_listener.py) so failed handshakes are counted and logged.
 With `reuse_port` every worker binds the same ports (SO_REUSEPORT) and the kernel spreads connections across
 them.
 
@@ -20,6 +22,7 @@ import ssl
 
 from data_plane.io.client_connection import ClientConnection
 from data_plane.io.internal_http import handle_internal
+from data_plane.io.tls_listener import TlsListener, bound_sockets
 from data_plane.io.upstream_pool import UpstreamPool
 from data_plane.limits import Limits
 from data_plane.metrics import Metrics
@@ -37,7 +40,6 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 2048
 TASK_STOP_SECONDS = 3.0
 GC_GEN0_THRESHOLD = 20_000
-TLS_HANDSHAKE_SECONDS = 10.0
 
 
 async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False) -> None:
@@ -70,7 +72,7 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
     except Exception as exc:
         log.warning("initial route table load failed (%s); starting empty and retrying", exc)
 
-    servers: list[asyncio.Server] = []
+    servers: list[asyncio.Server | TlsListener] = []
     servers.append(
         await loop.create_server(
             lambda: ClientConnection(runtime),
@@ -81,17 +83,12 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
         )
     )
     if server_context is not None:
-        servers.append(
-            await loop.create_server(
-                lambda: ClientConnection(runtime, scheme=b"https"),
-                settings.BIND_HOST,
-                settings.HTTPS_PORT,
-                ssl=server_context,
-                ssl_handshake_timeout=TLS_HANDSHAKE_SECONDS,
-                reuse_port=reuse_port,
-                backlog=LISTEN_BACKLOG,
-            )
-        )
+        for port, proxy_header in ((settings.HTTPS_PORT, False), (settings.PROXY_PROTOCOL_TLS_PORT, True)):
+            if port:
+                sockets = bound_sockets(
+                    settings.BIND_HOST, port, reuse_port=reuse_port, backlog=LISTEN_BACKLOG
+                )
+                servers.append(TlsListener(runtime, server_context, sockets, proxy_header=proxy_header))
     if settings.PROXY_PROTOCOL_PORT:
         servers.append(
             await loop.create_server(
@@ -119,13 +116,14 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
         loop.create_task(runtime.request_log.run(), name="request-log"),
     ]
     log.info(
-        "data plane listening: http %s:%d, https %s, proxy-protocol %s:%d, internal %s:%d "
+        "data plane listening: http %s:%d, https %s, proxy-protocol %s:%d (tls %s), internal %s:%d "
         "(config version %d)",
         settings.BIND_HOST,
         settings.HTTP_PORT,
         settings.HTTPS_PORT if server_context is not None else "off",
         settings.BIND_HOST,
         settings.PROXY_PROTOCOL_PORT,
+        settings.PROXY_PROTOCOL_TLS_PORT if server_context is not None else "off",
         settings.INTERNAL_HOST,
         settings.INTERNAL_PORT,
         runtime.table.version,
@@ -180,7 +178,9 @@ async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
-async def _drain(runtime: Runtime, servers: list[asyncio.Server], internal: asyncio.Server) -> None:
+async def _drain(
+    runtime: Runtime, servers: list[asyncio.Server | TlsListener], internal: asyncio.Server
+) -> None:
     runtime.draining = True
     for server in servers:
         if server is not internal:

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     HTTP_PORT: int = Field(default=80, ge=0, le=65535)
     HTTPS_PORT: int = Field(default=443, ge=0, le=65535)
     PROXY_PROTOCOL_PORT: int = Field(default=10001, ge=0, le=65535)
+    PROXY_PROTOCOL_TLS_PORT: int = Field(default=0, ge=0, le=65535)
+    HTTPS_REDIRECT_PORT: int = Field(default=0, ge=0, le=65535)
     API_HOST: str = "127.0.0.1"
     API_PORT: int = Field(default=9000, ge=0, le=65535)
     INTERNAL_HOST: str = "127.0.0.1"

@@ -41,6 +41,9 @@ class ApiToken(Stored):
 HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length=256)]
 
 
+HSTS_MAX_AGE_LIMIT_SECONDS = 2 * 365 * 24 * 3600
+
+
 class ProxyTarget(Stored):
     """A public hostname proxied to a backend."""
 
@@ -49,6 +52,10 @@ class ProxyTarget(Stored):
     enabled: bool = True
     enable_http: bool = True
     enable_https: bool = True
+    # Plain-HTTP requests get 308 to https:// once a certificate covering the host is being served.
+    redirect_http_to_https: bool = True
+    # Strict-Transport-Security max-age on HTTPS responses; 0 = no header. At most two years.
+    hsts_max_age_seconds: int = Field(default=0, ge=0, le=HSTS_MAX_AGE_LIMIT_SECONDS)
     preserve_host_header: bool = True
     verify_upstream_tls: bool = True
     upstream_ca_bundle_pem: str | None = None

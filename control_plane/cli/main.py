@@ -65,6 +65,8 @@ def _proxy_settings(args: argparse.Namespace) -> dict[str, Any]:
         "enabled": args.enabled,
         "enable_http": args.http,
         "enable_https": args.https,
+        "redirect_http_to_https": args.redirect_https,
+        "hsts_max_age_seconds": args.hsts,
         "preserve_host_header": args.preserve_host,
         "verify_upstream_tls": args.verify_tls,
         "connect_timeout_seconds": args.connect_timeout,
@@ -104,6 +106,15 @@ def _add_proxy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enabled", action=bool_opt, default=None, help="serve this hostname (default yes)")
     parser.add_argument("--http", action=bool_opt, default=None, help="answer on plain HTTP")
     parser.add_argument("--https", action=bool_opt, default=None, help="answer on HTTPS")
+    parser.add_argument(
+        "--redirect-https",
+        action=bool_opt,
+        default=None,
+        help="308 plain-HTTP requests to https:// once a certificate is live (default yes)",
+    )
+    parser.add_argument(
+        "--hsts", metavar="SECONDS", type=int, help="Strict-Transport-Security max-age on HTTPS (0 = off)"
+    )
     parser.add_argument(
         "--preserve-host", action=bool_opt, default=None, help="send the client's Host upstream"
     )

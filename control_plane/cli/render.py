@@ -25,6 +25,8 @@ PROXY_COLUMNS: list[Column] = [
     ("ENABLED", "enabled"),
     ("HTTP", "enable_http"),
     ("HTTPS", "enable_https"),
+    ("REDIRECT", "redirect_http_to_https"),
+    ("HSTS", "hsts_max_age_seconds"),
     ("ROUTES", "route_mode"),
     ("OWNER", "owner"),
 ]

@@ -33,8 +33,15 @@ class ProxyTargetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target_url: str = Field(description="Backend base URL, http:// or https://")
     enabled: bool = True
-    enable_http: bool = True
-    enable_https: bool = True
+    enable_http: bool = Field(default=True, description="Serve on the plain-HTTP listener")
+    enable_https: bool = Field(default=True, description="Serve on HTTPS; a certificate is requested")
+    redirect_http_to_https: bool = Field(
+        default=True,
+        description="Answer plain-HTTP requests with 308 to https:// once a certificate for the host is live",
+    )
+    hsts_max_age_seconds: int = Field(
+        default=0, description="Strict-Transport-Security max-age on HTTPS responses; 0 = off, max 2 years"
+    )
     preserve_host_header: bool = True
     verify_upstream_tls: bool = True
     upstream_ca_bundle_pem: str | None = None

@@ -56,6 +56,7 @@ from data_plane.protocol.forwarding import (
     serialise_head,
     upstream_request_headers,
 )
+from data_plane.protocol.https_redirect import https_location
 from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from data_plane.protocol.request_head import check_head, find_head_end
 from data_plane.protocol.websocket_handshake import is_websocket_upgrade
@@ -71,10 +72,12 @@ MAX_PROXY_HEADER_BYTES = 16 + 65535
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _ACME_PREFIX = CHALLENGE_PATH_PREFIX.encode()
 _REASONS = {
+    308: "Permanent Redirect",
     400: "Bad Request",
     404: "Not Found",
     408: "Request Timeout",
     413: "Content Too Large",
+    421: "Misdirected Request",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
@@ -107,7 +110,7 @@ class _ClientBadBody(Exception):
 _Guarded = tuple[ProxyEntry, list[tuple[bytes, bytes]], bytes | None]
 
 
-def _is_trusted(ip: str, networks: tuple[Any, ...]) -> bool:
+def is_trusted(ip: str, networks: tuple[Any, ...]) -> bool:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -134,12 +137,18 @@ class ClientConnection(HttpChannel):
     )
 
     def __init__(
-        self, runtime: Runtime, *, expect_proxy_header: bool = False, scheme: bytes = b"http"
+        self,
+        runtime: Runtime,
+        *,
+        expect_proxy_header: bool = False,
+        scheme: bytes = b"http",
+        client_address: str | None = None,
     ) -> None:
         super().__init__(runtime.loop, h11.SERVER, max_head_bytes=runtime.limits.max_header_bytes)
         self.runtime = runtime
         self.scheme = scheme
-        self.client_ip = ""
+        # Set when a PROXY header was read before TLS (tls_listener): the client the load balancer names.
+        self.client_ip = client_address or ""
         self.trusted_peer = False
         self.busy = False
         self._task: asyncio.Task[None] | None = None
@@ -160,8 +169,9 @@ class ClientConnection(HttpChannel):
         runtime = self.runtime
         runtime.connections.add(self)
         runtime.metrics.open_connections.inc()
-        self.client_ip = self.peer_address[0]
-        self.trusted_peer = _is_trusted(self.client_ip, runtime.settings.trusted_proxy_networks)
+        if not self.client_ip:
+            self.client_ip = self.peer_address[0]
+        self.trusted_peer = is_trusted(self.client_ip, runtime.settings.trusted_proxy_networks)
         if len(runtime.connections) > runtime.limits.max_connections or runtime.draining:
             self._write_error_and_close(
                 503, "too many connections" if not runtime.draining else "shutting down"
@@ -209,7 +219,7 @@ class ClientConnection(HttpChannel):
         if header.source is not None:
             self.client_ip = header.source[0]
             # The load balancer is trusted; the client it speaks for is judged on its own address.
-            self.trusted_peer = _is_trusted(self.client_ip, self.runtime.settings.trusted_proxy_networks)
+            self.trusted_peer = is_trusted(self.client_ip, self.runtime.settings.trusted_proxy_networks)
         rest = bytes(buffer[consumed:])
         if rest:
             super().data_received(rest)
@@ -399,6 +409,23 @@ class ClientConnection(HttpChannel):
                 return self.answer_error(
                     record, 503, f"proxy {entry.hostname} is disabled", close=chunked or content_length > 0
                 )
+            if self.scheme == b"http":
+                if entry.redirect_http and entry.enable_https and self._https_live(host):
+                    return self._redirect_to_https(record, host, target, close=chunked or content_length > 0)
+                if not entry.enable_http:
+                    return self.answer_error(
+                        record,
+                        421,
+                        f"proxy {entry.hostname} is served over HTTPS only",
+                        close=chunked or content_length > 0,
+                    )
+            elif not entry.enable_https:
+                return self.answer_error(
+                    record,
+                    421,
+                    f"proxy {entry.hostname} is not served over HTTPS",
+                    close=chunked or content_length > 0,
+                )
             if content_length > entry.max_request_body_bytes:
                 return self.answer_error(record, 413, "request body too large", close=True)
             body: bytes | None = None
@@ -549,7 +576,11 @@ class ClientConnection(HttpChannel):
         close = runtime.draining or self.conn.their_state is not h11.DONE
         response_headers = header_pairs(response.headers)
         out_headers, sse = client_response_headers(
-            response_headers, entry=entry, request_id=record.request_id.encode(), close=close
+            response_headers,
+            entry=entry,
+            request_id=record.request_id.encode(),
+            close=close,
+            hsts=entry.hsts_header if self.scheme == b"https" else b"",
         )
         status = response.status_code
         record.status = status
@@ -779,6 +810,24 @@ class ClientConnection(HttpChannel):
 
     # Answers of our own --------------------------------------------------------------------------------
 
+    def _https_live(self, host: str) -> bool:
+        """A certificate for `host` is being served by this process's HTTPS listener."""
+        certificates = self.runtime.certificates
+        return certificates is not None and certificates.current.has_certificate_for(host)
+
+    def _redirect_to_https(self, record: ExchangeRecord, host: str, target: bytes, *, close: bool) -> bool:
+        settings = self.runtime.settings
+        location = https_location(host, target, settings.HTTPS_REDIRECT_PORT or settings.HTTPS_PORT)
+        if location is None:
+            return self.answer_error(record, 400, "Host header is not a valid DNS name", close=close)
+        return self.answer_error(
+            record,
+            308,
+            "redirecting to " + location.decode("ascii"),
+            close=close,
+            extra=[(b"location", location)],
+        )
+
     async def _answer_acme(self, record: ExchangeRecord, target: bytes, *, close: bool) -> bool:
         try:
             answer = await answer_challenge(self.runtime.redis, target.decode("latin-1"))
@@ -789,6 +838,7 @@ class ClientConnection(HttpChannel):
             message = answer.body.decode("ascii", "replace").strip()
             return self.answer_error(record, answer.status, message, close=close)
         record.status = 200
+        self.runtime.metrics.acme_challenges_answered_total.inc()
         close = close or self.runtime.draining
         headers = [
             (b"content-type", answer.content_type.encode()),

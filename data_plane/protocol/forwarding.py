@@ -110,8 +110,12 @@ def client_response_headers(
     entry: ProxyEntry,
     request_id: bytes,
     close: bool,
+    hsts: bytes = b"",
 ) -> tuple[Headers, bool]:
-    """Headers to send to the client, and whether the response is a server-sent-event stream."""
+    """Headers to send to the client, and whether the response is a server-sent-event stream.
+
+    `hsts` (HTTPS responses of a proxy with an HSTS policy) replaces any Strict-Transport-Security header the
+    upstream sent: the proxy's policy is the one that holds for the public hostname."""
     named = connection_tokens(headers)
     remove = entry.response_headers_remove
     out: Headers = []
@@ -121,6 +125,8 @@ def client_response_headers(
             continue
         if name == b"content-type" and value[:17].lower() == b"text/event-stream":
             sse = True
+        elif hsts and name == b"strict-transport-security":
+            continue
         out.append((name, value))
     if sse:
         out.append((b"x-accel-buffering", b"no"))
@@ -128,6 +134,8 @@ def client_response_headers(
         set_names = {n for n, _ in entry.response_headers_set}
         out = [h for h in out if h[0] not in set_names]
         out.extend(entry.response_headers_set)
+    if hsts:
+        out.append((b"strict-transport-security", hsts))
     out.append((b"x-request-id", request_id))
     if close:
         out.append((b"connection", b"close"))

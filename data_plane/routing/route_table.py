@@ -49,6 +49,10 @@ class CompiledRoute:
 class ProxyEntry:
     hostname: str
     enabled: bool
+    enable_http: bool
+    enable_https: bool
+    redirect_http: bool
+    hsts_header: bytes  # the Strict-Transport-Security value for HTTPS responses, b"" when off
     upstream: Upstream
     preserve_host_header: bool
     verify_upstream_tls: bool
@@ -168,6 +172,10 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
         entry = ProxyEntry(
             hostname=proxy.hostname,
             enabled=proxy.enabled,
+            enable_http=proxy.enable_http,
+            enable_https=proxy.enable_https,
+            redirect_http=proxy.redirect_http_to_https,
+            hsts_header=b"max-age=%d" % proxy.hsts_max_age_seconds if proxy.hsts_max_age_seconds else b"",
             upstream=upstream,
             preserve_host_header=proxy.preserve_host_header,
             verify_upstream_tls=proxy.verify_upstream_tls,

@@ -106,6 +106,20 @@ def data_plane(redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Pat
 
 
 @pytest.fixture
+def tls_plane(
+    redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[tuple[DataPlane, int]]:
+    """A data plane with HTTPS on; yields it and its HTTPS port (see tests/data_plane/tls_plane.py)."""
+    from tests.data_plane.tls_plane import start_tls_plane  # it imports this module
+
+    plane, https_port = start_tls_plane(redis_server, tmp_path)
+    try:
+        yield plane, https_port
+    finally:
+        plane.service.stop()
+
+
+@pytest.fixture
 def http_backend() -> Iterator[HttpBackend]:
     backend = HttpBackend()
     try:

@@ -4,71 +4,20 @@ the plain port before routing, and garbage on the TLS port closed cleanly withou
 
 from __future__ import annotations
 
-import http.client
+import re
 import socket
-import ssl
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
-from cryptography import x509
 
 from shared import keys
-from tests.certificates.conftest import KEK_B64
 from tests.certificates.test_cert_store import LocalCA
 from tests.data_plane.backends import HttpBackend
-from tests.data_plane.conftest import DataPlane, start_data_plane
+from tests.data_plane.conftest import DataPlane
 from tests.data_plane.helpers import configure, get, proxy_to
-from tests.harness.services import RedisServer, free_port
+from tests.data_plane.tls_plane import bump, https_request, peer_certificate
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def tls_plane(
-    redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Path
-) -> Iterator[tuple[DataPlane, int]]:
-    https_port = free_port()
-    plane = start_data_plane(
-        redis_server,
-        tmp_path,
-        extra_env={
-            "HTTPS_PORT": str(https_port),
-            "KEY_ENCRYPTION_KEY_B64": KEK_B64,
-            "BASE_DOMAIN": "fallback.test",
-        },
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", https_port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(plane.service.log_tail()) from None
-                time.sleep(0.05)
-        yield plane, https_port
-    finally:
-        plane.service.stop()
-
-
-def _bump(client: redis.Redis, plane: DataPlane) -> None:
-    version = int(client.incr(keys.config_version()))
-    client.publish(keys.changes_channel(), str(version))
-    plane.wait_for_version(version)
-
-
-def _peer(port: int, server_name: str, root_pem: str | None) -> x509.Certificate:
-    context = ssl.create_default_context(cadata=root_pem) if root_pem else ssl._create_unverified_context()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=server_name) as tls:
-            assert tls.version() in ("TLSv1.2", "TLSv1.3")
-            der = tls.getpeercert(binary_form=True)
-            assert der is not None
-            return x509.load_der_x509_certificate(der)
 
 
 def test_https_serves_stored_certificate_proxies_and_falls_back(
@@ -80,22 +29,14 @@ def test_https_serves_stored_certificate_proxies_and_falls_back(
     redis_sync.hset(keys.certificates(), cert.cert_name, cert.model_dump_json())
     configure(redis_sync, plane, [proxy_to(http_backend.url, "app.test")])
 
-    served = _peer(https_port, "app.test", ca.pem)  # verifies chain and hostname
+    served = peer_certificate(https_port, "app.test", ca.pem)  # verifies chain and hostname
     assert format(served.serial_number, "x") == cert.serial
-    fallback = _peer(https_port, "unknown.test", None)
+    fallback = peer_certificate(https_port, "unknown.test", None)
     assert fallback.serial_number != served.serial_number
 
-    context = ssl.create_default_context(cadata=ca.pem)
-    conn = http.client.HTTPSConnection("127.0.0.1", https_port, timeout=10, context=context)
-    raw = socket.create_connection(("127.0.0.1", https_port), timeout=10)
-    # Connect by hand: HTTPSConnection would send SNI "127.0.0.1"; the proxy is named app.test.
-    conn.sock = context.wrap_socket(raw, server_hostname="app.test")
-    assert conn.sock.selected_alpn_protocol() in (None, "http/1.1")
-    conn.request("GET", "/hello", headers={"Host": "app.test"})
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    assert response.status == 200, body
+    status, _headers, body = https_request(https_port, "app.test", "/hello", ca.pem)
+    assert status == 200, body
+    assert _handshake_count(plane, "ok") >= 3
 
 
 def test_renewal_swaps_certificate_for_new_handshakes(
@@ -105,12 +46,12 @@ def test_renewal_swaps_certificate_for_new_handshakes(
     ca = LocalCA()
     first = ca.issue("app", ["app.test"])
     redis_sync.hset(keys.certificates(), "app", first.model_dump_json())
-    _bump(redis_sync, plane)
-    assert format(_peer(https_port, "app.test", ca.pem).serial_number, "x") == first.serial
+    bump(redis_sync, plane)
+    assert format(peer_certificate(https_port, "app.test", ca.pem).serial_number, "x") == first.serial
     renewed = ca.issue("app", ["app.test"])
     redis_sync.hset(keys.certificates(), "app", renewed.model_dump_json())
-    _bump(redis_sync, plane)
-    assert format(_peer(https_port, "app.test", ca.pem).serial_number, "x") == renewed.serial
+    bump(redis_sync, plane)
+    assert format(peer_certificate(https_port, "app.test", ca.pem).serial_number, "x") == renewed.serial
 
 
 def test_acme_challenge_answered_on_any_host_before_routing(
@@ -130,16 +71,26 @@ def test_acme_challenge_answered_on_any_host_before_routing(
     assert status == 404 and b"unknown host" in body
 
 
+def _handshake_count(plane: DataPlane, result: str) -> float:
+    match = re.search(rf'^mhp_tls_handshakes_total{{result="{result}"}} (\S+)$', plane.metrics(), re.M)
+    assert match is not None, f"no mhp_tls_handshakes_total series for {result}"
+    return float(match.group(1))
+
+
 @pytest.mark.parametrize(
-    "garbage",
+    ("garbage", "result", "reason"),
     [
-        b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n",
-        b"\x16\x03\x01\x00\xff\x01\x00\x00\xfb\x03\x03" + b"\x00" * 10,
+        (b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n", "plain_http", "plain HTTP request sent to the HTTPS"),
+        (b"\x16\x03\x01\x00\xff\x01\x00\x00\xfb\x03\x03" + b"\x00" * 10, "closed", "closed the connection"),
+        (b"\x00\x01garbage\r\n\r\n" * 4, "not_tls", "not a TLS ClientHello"),
     ],
-    ids=["plain-http", "truncated-client-hello"],
+    ids=["plain-http", "truncated-client-hello", "garbage"],
 )
-def test_garbage_on_tls_port_closes_cleanly(tls_plane: tuple[DataPlane, int], garbage: bytes) -> None:
+def test_garbage_on_tls_port_closes_cleanly_and_is_logged(
+    tls_plane: tuple[DataPlane, int], garbage: bytes, result: str, reason: str
+) -> None:
     plane, https_port = tls_plane
+    before = _handshake_count(plane, result)  # the readiness probe's connect-and-close counts as "closed"
     with socket.create_connection(("127.0.0.1", https_port), timeout=15) as sock:
         sock.sendall(garbage)
         if garbage.startswith(b"\x16"):
@@ -154,7 +105,12 @@ def test_garbage_on_tls_port_closes_cleanly(tls_plane: tuple[DataPlane, int], ga
         except ConnectionResetError:
             received = b""
     assert not received.startswith(b"HTTP/1.1 200")
-    # The listener still works and nothing spilled a traceback into the log.
-    _peer(https_port, "x.test", None)
+    # Counted and logged with the peer and the reason; the listener still works; no traceback.
+    assert _handshake_count(plane, result) == before + 1
+    assert all(_handshake_count(plane, other) == 0 for other in ("plain_http", "not_tls") if other != result)
+    log_text = plane.service.log_path.read_text(errors="replace")
+    assert f"TLS handshake from 127.0.0.1 failed ({result}): " in log_text
+    assert reason in log_text
+    peer_certificate(https_port, "x.test", None)
     assert plane.health()[0] == 200
     assert "Traceback" not in plane.service.log_path.read_text(errors="replace")
