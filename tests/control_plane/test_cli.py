@@ -126,12 +126,17 @@ def test_cli_proxy_and_route(cp: RunningControlPlane) -> None:
                 "--no-enabled",
                 "--target-url",
                 "http://127.0.0.1:9090",
+                "--no-redirect-https",
+                "--hsts",
+                "86400",
                 "--json",
             )
         )
     )
     assert updated["enabled"] is False and updated["target_url"] == "http://127.0.0.1:9090"
     assert updated["request_headers_set"] == {"X-Env": "test"}
+    assert updated["redirect_http_to_https"] is False and updated["hsts_max_age_seconds"] == 86400
+    assert "hsts_max_age_seconds" in fails(run(cp, "proxy", "update", "app.example.com", "--hsts", "-1"))
     assert "hostname" in fails(run(cp, "proxy", "create", "*.com", "http://127.0.0.1:1"))
     assert "target_url" in fails(run(cp, "proxy", "create", "b.example.com", "ftp://x"))
     assert "nothing to update" in fails(run(cp, "proxy", "update", "app.example.com"))
