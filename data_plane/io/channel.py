@@ -49,6 +49,7 @@ class HttpChannel(asyncio.Protocol):
         "loop",
         "on_close",
         "peer_address",
+        "tls",
         "transport",
         "tunnel_peer",
     )
@@ -67,6 +68,7 @@ class HttpChannel(asyncio.Protocol):
         self.bytes_received = 0
         self.peer_address: tuple[str, int] = ("", 0)
         self.in_pool = False
+        self.tls = False
         self.idle_since = 0.0
         self.tunnel_peer: HttpChannel | None = None
         self.on_close: Any = None
@@ -90,6 +92,7 @@ class HttpChannel(asyncio.Protocol):
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(WRITE_HIGH_WATER_BYTES, WRITE_LOW_WATER_BYTES)
+        self.tls = transport.get_extra_info("sslcontext") is not None
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # A head and its body go out as separate writes; Nagle + delayed ACK would stall the second.
@@ -124,6 +127,11 @@ class HttpChannel(asyncio.Protocol):
             self._pause_reading()
 
     def eof_received(self) -> bool:
+        # A TLS transport closes after EOF whatever we answer (and asyncio warns on True), so only a plain
+        # TCP transport is kept half-open.
+        return self._on_eof() and not self.tls
+
+    def _on_eof(self) -> bool:
         if self._body_sink is not None:
             # The peer closed before the last byte its Content-Length promised.
             self._wake_reader(ChannelClosed("connection closed mid-body"))

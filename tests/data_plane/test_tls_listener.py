@@ -15,7 +15,7 @@ from tests.certificates.test_cert_store import LocalCA
 from tests.data_plane.backends import HttpBackend
 from tests.data_plane.conftest import DataPlane
 from tests.data_plane.helpers import configure, get, proxy_to
-from tests.data_plane.tls_plane import bump, https_request, peer_certificate
+from tests.data_plane.tls_plane import bump, client_context, https_request, peer_certificate
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,6 +37,15 @@ def test_https_serves_stored_certificate_proxies_and_falls_back(
     status, _headers, body = https_request(https_port, "app.test", "/hello", ca.pem)
     assert status == 200, body
     assert _handshake_count(plane, "ok") >= 3
+    # A client that ends TLS properly (close_notify, as wrk and browsers do): asyncio warns once per such
+    # connection when the protocol asks to stay half-open, which ours must not do on TLS.
+    with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw:
+        tls = client_context(ca.pem).wrap_socket(raw, server_hostname="app.test")
+        tls.sendall(b"GET /hello HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")
+        tls.unwrap()
+    peer_certificate(https_port, "app.test", ca.pem)  # the close above was handled before this handshake
+    assert "eof_received" not in plane.service.log_path.read_text(errors="replace")
 
 
 def test_renewal_swaps_certificate_for_new_handshakes(
