@@ -28,12 +28,7 @@ from typing import Any
 
 from tests.bench.environment import background_cpu_percent, machine, versions
 from tests.bench.measure import Session, measure_matrix
-from tests.bench.our_data_plane import (
-    OURS_TLS_UNAVAILABLE,
-    profile_summary,
-    start_ours,
-    unavailable_reason,
-)
+from tests.bench.our_data_plane import profile_summary, start_ours, unavailable_reason
 from tests.bench.peer_configs import BENCH_HOST, PAYLOADS
 from tests.bench.prerequisites import MissingPrerequisite, ensure_binaries
 from tests.bench.report import (
@@ -183,7 +178,7 @@ def start_targets(
         try:
             if target is None:
                 if name == "ours":
-                    target = start_ours(workdir, plan, backend.port, profile_path=args.profile_ours)
+                    target = start_ours(workdir, plan, backend.port, tls, profile_path=args.profile_ours)
                 else:
                     target = PEER_STARTERS[name](workdir, plan, backend.port, tls)
                 started.append(target)
@@ -201,9 +196,6 @@ def start_targets(
                 target.stop()
             continue
         status[name] = {"status": "ok", "port": target.port, "tls_port": target.tls_port, **checks}
-        if tls is not None and name == "ours":
-            status[name]["tls_skipped"] = OURS_TLS_UNAVAILABLE
-            log(f"ours: TLS workloads skipped: {OURS_TLS_UNAVAILABLE}")
         log(
             f"{name}: ready on 127.0.0.1:{target.port}"
             + (f", TLS on {target.tls_port}" if target.tls_port else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import ssl
 import subprocess
 import time
@@ -204,14 +205,25 @@ def fetch(
     host: str = BENCH_HOST,
     *,
     tls_context: ssl.SSLContext | None = None,
+    server_name: str | None = None,
     timeout_seconds: float = 5.0,
 ) -> tuple[int, bytes]:
+    """GET `path` with `Host: host` from 127.0.0.1:`port`; over TLS with `tls_context`, sending `server_name`
+    as SNI (and checking the certificate against it) when given, else none (the address is checked)."""
     connection: http.client.HTTPConnection
     if tls_context is None:
         connection = http.client.HTTPConnection(HOST, port, timeout=timeout_seconds)
     else:
         connection = http.client.HTTPSConnection(HOST, port, timeout=timeout_seconds, context=tls_context)
     try:
+        if tls_context is not None and server_name is not None:
+            # Connect by hand: HTTPSConnection names the server by the address it dials.
+            raw = socket.create_connection((HOST, port), timeout=timeout_seconds)
+            try:
+                connection.sock = tls_context.wrap_socket(raw, server_hostname=server_name)
+            except BaseException:
+                raw.close()
+                raise
         connection.request("GET", path, headers={"Host": host})
         response = connection.getresponse()
         return response.status, response.read()
@@ -220,13 +232,18 @@ def fetch(
 
 
 def _check(
-    target: Target, port: int, payload: Payload, tls_context: ssl.SSLContext | None, deadline: float
+    target: Target,
+    port: int,
+    payload: Payload,
+    tls_context: ssl.SSLContext | None,
+    deadline: float,
+    server_name: str | None = None,
 ) -> None:
     expected = payload.content()
     scheme = "https" if tls_context else "http"
     while True:
         try:
-            status, body = fetch(port, payload.path, tls_context=tls_context)
+            status, body = fetch(port, payload.path, tls_context=tls_context, server_name=server_name)
             problem = None if (status, body) == (200, expected) else f"status {status}, {len(body)} bytes"
         except (OSError, http.client.HTTPException) as exc:  # ssl.SSLError is an OSError
             problem = f"{type(exc).__name__}: {exc}"
@@ -234,7 +251,9 @@ def _check(
             return
         if time.monotonic() >= deadline:
             raise TargetBroken(
-                f"GET {scheme}://127.0.0.1:{port}{payload.path} (Host: {BENCH_HOST}) via {target.name}: "
+                f"GET {scheme}://127.0.0.1:{port}{payload.path} (Host: {BENCH_HOST}"
+                + (f", SNI {server_name}" if server_name else "")
+                + f") via {target.name}: "
                 f"{problem}; expected 200 with {payload.size_bytes} bytes"
             )
         time.sleep(0.1)
@@ -243,14 +262,18 @@ def _check(
 def verify(
     target: Target, payloads: list[Payload], *, tls_cafile: Path | None = None, wait_seconds: float = 0.0
 ) -> dict[str, object]:
-    """Check every payload comes back byte-exact through the target (and the small one over TLS,
-    verifying the run's certificate, when the target has a TLS listener); return what an unknown host gets."""
+    """Check every payload comes back byte-exact through the target (and the small one over TLS when the
+    target has a TLS listener: with no SNI, as wrk's "127.0.0.1" finds no name either, and with SNI
+    bench.local, each time verifying the run's certificate); return what an unknown host gets."""
     deadline = time.monotonic() + wait_seconds
     for payload in payloads:
         _check(target, target.port, payload, None, deadline)
     if target.tls_port is not None and tls_cafile is not None:
-        context = ssl.create_default_context(cafile=str(tls_cafile))  # hostname 127.0.0.1 is in the SAN
+        # The run's self-signed certificate is the only trust anchor: a handshake verifies only when the
+        # target serves exactly that certificate. Its SAN holds both 127.0.0.1 and bench.local.
+        context = ssl.create_default_context(cafile=str(tls_cafile))
         _check(target, target.tls_port, PAYLOADS["small"], context, deadline)
+        _check(target, target.tls_port, PAYLOADS["small"], context, deadline, server_name=BENCH_HOST)
     try:
         unknown_status, _ = fetch(target.port, "/", host="unknown.invalid")
     except (OSError, http.client.HTTPException) as exc:
