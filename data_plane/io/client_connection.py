@@ -51,6 +51,7 @@ from data_plane.io.upstream_pool import (
 )
 from data_plane.io.websocket_relay import relay_websocket
 from data_plane.protocol.forwarding import (
+    MCP_EXPOSED_HEADERS,
     client_response_headers,
     header_pairs,
     serialise_head,
@@ -368,6 +369,7 @@ class ClientConnection(HttpChannel):
         content_length = -1
         chunked = False
         upgrade = False
+        has_origin = False
         request_headers = header_pairs(request.headers)
         for name, value in request_headers:
             if name == b"host":
@@ -378,6 +380,8 @@ class ClientConnection(HttpChannel):
                 chunked = True
             elif name == b"upgrade":
                 upgrade = True
+            elif name == b"origin":
+                has_origin = True
         if content_length <= 0 and not chunked:
             # A bodiless request has ended with its head: tell h11's state machine directly (what its
             # zero-length reader would yield from next_event, minus the reader) so the cycle can end.
@@ -429,8 +433,12 @@ class ClientConnection(HttpChannel):
             if content_length > entry.max_request_body_bytes:
                 return self.answer_error(record, 413, "request body too large", close=True)
             body: bytes | None = None
+            cors_expose = b""
             policies = runtime.auth_policies
             if policies and entry.hostname in policies:
+                if has_origin:
+                    # A browser-based MCP client must be able to read the session and auth headers.
+                    cors_expose = MCP_EXPOSED_HEADERS
                 # A protected proxy (data_plane.auth.gate); unprotected ones pay only the check above.
                 guarded = await self._guard(
                     record, request, request_headers, entry, path, content_length, chunked
@@ -451,7 +459,7 @@ class ClientConnection(HttpChannel):
             if upgrade and is_websocket_upgrade(request.headers):
                 return await relay_websocket(self, request, entry, upstream, record)
             return await self._relay(
-                request, request_headers, entry, upstream, record, content_length, chunked, body
+                request, request_headers, entry, upstream, record, content_length, chunked, body, cors_expose
             )
         except _ClientAborted:
             record.status = record.status or 499
@@ -470,6 +478,7 @@ class ClientConnection(HttpChannel):
         content_length: int,
         chunked: bool,
         body: bytes | None = None,
+        cors_expose: bytes = b"",
     ) -> bool:
         runtime = self.runtime
         pool = runtime.pool
@@ -581,6 +590,7 @@ class ClientConnection(HttpChannel):
             request_id=record.request_id.encode(),
             close=close,
             hsts=entry.hsts_header if self.scheme == b"https" else b"",
+            cors_expose=cors_expose,
         )
         status = response.status_code
         record.status = status

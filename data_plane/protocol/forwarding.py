@@ -104,6 +104,22 @@ def upstream_request_headers(
     return out, host
 
 
+# What Streamable HTTP clients in browsers need to read from our answers and the MCP server's (MCP-AUTH).
+MCP_EXPOSED_HEADERS = b"Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
+
+
+def merge_header_lists(first: bytes, second: bytes) -> bytes:
+    """Two comma-separated header-name lists as one, without repeats (case-insensitive; `*` kept)."""
+    merged: list[bytes] = []
+    seen: set[bytes] = set()
+    for item in (*first.split(b","), *second.split(b",")):
+        name = item.strip()
+        if name and name.lower() not in seen:
+            seen.add(name.lower())
+            merged.append(name)
+    return b", ".join(merged)
+
+
 def client_response_headers(
     headers: Sequence[tuple[bytes, bytes]],
     *,
@@ -111,11 +127,14 @@ def client_response_headers(
     request_id: bytes,
     close: bool,
     hsts: bytes = b"",
+    cors_expose: bytes = b"",
 ) -> tuple[Headers, bool]:
     """Headers to send to the client, and whether the response is a server-sent-event stream.
 
     `hsts` (HTTPS responses of a proxy with an HSTS policy) replaces any Strict-Transport-Security header the
-    upstream sent: the proxy's policy is the one that holds for the public hostname."""
+    upstream sent: the proxy's policy is the one that holds for the public hostname. `cors_expose` (a
+    protected proxy answering a browser request) is merged into Access-Control-Expose-Headers so a web MCP
+    client can read them whatever the upstream exposes."""
     named = connection_tokens(headers)
     remove = entry.response_headers_remove
     out: Headers = []
@@ -127,6 +146,9 @@ def client_response_headers(
             sse = True
         elif hsts and name == b"strict-transport-security":
             continue
+        elif cors_expose and name == b"access-control-expose-headers":
+            cors_expose = merge_header_lists(value, cors_expose)
+            continue
         out.append((name, value))
     if sse:
         out.append((b"x-accel-buffering", b"no"))
@@ -136,6 +158,8 @@ def client_response_headers(
         out.extend(entry.response_headers_set)
     if hsts:
         out.append((b"strict-transport-security", hsts))
+    if cors_expose:
+        out.append((b"access-control-expose-headers", cors_expose))
     out.append((b"x-request-id", request_id))
     if close:
         out.append((b"connection", b"close"))

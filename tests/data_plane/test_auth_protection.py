@@ -399,7 +399,12 @@ def test_origin_allowlist(
 ) -> None:
     protect(redis_sync, plane, http_backend.url, allowed_origins=["https://inspector.example"])
     bearer = token(signer, plane)
-    assert call(plane, bearer=bearer, headers={"Origin": "https://inspector.example"})[0] == 200
+    status, headers, _body = call(plane, bearer=bearer, headers={"Origin": "https://inspector.example"})
+    assert status == 200
+    # A browser client can read the MCP session and auth headers of the relayed answer.
+    exposed = headers["access-control-expose-headers"]
+    assert exposed == "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
+    assert "access-control-expose-headers" not in call(plane, bearer=bearer)[1]
     status, _h, body = call(plane, bearer=bearer, headers={"Origin": "https://evil.example"})
     assert status == 403 and "allowed origins" in json.loads(body)["error_description"]
     assert call(plane, bearer=bearer)[0] == 200  # not a browser: no Origin to check
