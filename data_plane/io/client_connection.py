@@ -1,20 +1,16 @@
-"""One client connection: the IO shell that reads requests, routes them and relays them to an upstream.
+"""One client connection: the IO shell that reads requests, decides what answers them, and keeps the
+connection alive between them.
 
 Per connection there is one task (`_serve`) that runs the keep-alive loop: read a head (strictly checked by
-protocol.request_head before h11 parses it), look the host up in the current route table, then stream the
-request body up and the response body down with paired back-pressure (see io.channel). Errors are mapped to
-HTTP status at one place (`_exchange`): 400/431 malformed head, 404 unknown host, 503 disabled proxy, 413 body
-too large, 502 refused/reset upstream, 504 upstream timeout. A WebSocket upgrade is validated, forwarded, and
-after the upstream's 101 both sides become a raw byte tunnel, so extensions such as permessage-deflate are
-negotiated end to end between client and backend.
-
-A request to a protected proxy (one with an entry in runtime.auth_policies) first passes the sans-IO gate
-(data_plane.auth.gate) in `_guard`: answered here (PRM, 401/403, Mcp-* mismatch), forwarded to the AUTH_HOST
-proxy (authorization-server paths), or relayed with rewritten headers (no Authorization, no client-sent
-identity, ours added). Unprotected proxies pay one truthiness check.
+protocol.request_head before h11 parses it), then `_exchange`: ACME challenges first, then the host in the
+current route table, the proxy's scheme policy (308 to HTTPS once its certificate is live, 421 on a scheme it
+does not serve), the auth gate for protected proxies (io.protected_exchange), and the relay (io.http_relay,
+or io.websocket_relay for upgrades). Answers of our own (400/404/408/413/421/431/503, ...) are written here;
+the relay maps upstream failures to 502/504. Unprotected proxies pay one truthiness check for the gate.
 
 When the listener speaks PROXY protocol, the header is parsed first (only from trusted peers); the address it
-carries becomes the client address for X-Forwarded-For and the request log.
+carries becomes the client address for X-Forwarded-For and the request log. A PROXY header in front of TLS is
+read by io.tls_listener before the handshake and arrives here as `client_address`.
 """
 
 from __future__ import annotations
@@ -24,51 +20,30 @@ import ipaddress
 import logging
 import os
 import time
-from http import HTTPStatus
 from typing import Any, cast
 
 import h11
 
 from data_plane.acme_challenge import CHALLENGE_PATH_PREFIX, answer_challenge
-from data_plane.auth.gate import (
-    MAX_CHECKED_BODY_BYTES,
-    MAX_DISCARDED_BODY_BYTES,
-    Answer,
-    Forward,
-    ToAuthorizationServer,
-    check_body,
-    decide,
-    effective_scheme,
-)
 from data_plane.io.channel import ChannelClosed, ChannelTimeout, HttpChannel
-from data_plane.io.upstream_pool import (
-    OriginKey,
-    UpstreamBroken,
-    UpstreamConnectError,
-    UpstreamConnectTimeout,
-    UpstreamPool,
-    read_response_head,
-)
+from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
+from data_plane.io.http_relay import relay_http
+from data_plane.io.protected_exchange import guard
 from data_plane.io.websocket_relay import relay_websocket
 from data_plane.protocol.forwarding import (
     MCP_EXPOSED_HEADERS,
-    client_response_headers,
     header_pairs,
-    serialise_head,
-    upstream_request_headers,
 )
 from data_plane.protocol.https_redirect import https_location
 from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from data_plane.protocol.request_head import check_head, find_head_end
 from data_plane.protocol.websocket_handshake import is_websocket_upgrade
 from data_plane.request_log import RequestLogEntry
-from data_plane.routing.route_table import ProxyEntry, Upstream, lookup_proxy, normalise_host, select_upstream
+from data_plane.routing.route_table import lookup_proxy, normalise_host, select_upstream
 from data_plane.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 MAX_PROXY_HEADER_BYTES = 16 + 65535
 _REQUEST_ID_PREFIX = os.urandom(6).hex()
 _ACME_PREFIX = CHALLENGE_PATH_PREFIX.encode()
@@ -85,30 +60,6 @@ _REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-
-
-class _ClientAborted(Exception):
-    """The client went away or broke protocol mid-request; nothing more can be sent to it."""
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _UpstreamAnswered(Exception):
-    """The upstream sent its response before the request body was fully sent (an early 413, a redirect)."""
-
-    def __init__(self, response: Any) -> None:
-        super().__init__("upstream answered early")
-        self.response = response
-
-
-class _ClientBadBody(Exception):
-    """The request body's framing is invalid (e.g. a bad chunk size): 400, then close."""
-
-
-# What the gate lets through: the proxy entry to use, the rewritten client headers, the body if it was read.
-_Guarded = tuple[ProxyEntry, list[tuple[bytes, bytes]], bytes | None]
 
 
 def is_trusted(ip: str, networks: tuple[Any, ...]) -> bool:
@@ -440,8 +391,8 @@ class ClientConnection(HttpChannel):
                     # A browser-based MCP client must be able to read the session and auth headers.
                     cors_expose = MCP_EXPOSED_HEADERS
                 # A protected proxy (data_plane.auth.gate); unprotected ones pay only the check above.
-                guarded = await self._guard(
-                    record, request, request_headers, entry, path, content_length, chunked
+                guarded = await guard(
+                    self, record, request, request_headers, entry, path, content_length, chunked
                 )
                 if type(guarded) is bool:
                     return guarded
@@ -458,365 +409,46 @@ class ClientConnection(HttpChannel):
             record.upstream = upstream.url
             if upgrade and is_websocket_upgrade(request.headers):
                 return await relay_websocket(self, request, entry, upstream, record)
-            return await self._relay(
-                request, request_headers, entry, upstream, record, content_length, chunked, body, cors_expose
+            return await relay_http(
+                self,
+                request,
+                request_headers,
+                entry,
+                upstream,
+                record,
+                content_length,
+                chunked,
+                body,
+                cors_expose,
             )
-        except _ClientAborted:
+        except ClientAborted:
             record.status = record.status or 499
             return False
         finally:
             self.active_upstream = None
             self.finish_record(record)
 
-    async def _relay(
-        self,
-        request: h11.Request,
-        request_headers: list[tuple[bytes, bytes]],
-        entry: ProxyEntry,
-        upstream: Upstream,
-        record: ExchangeRecord,
-        content_length: int,
-        chunked: bool,
-        body: bytes | None = None,
-        cors_expose: bytes = b"",
-    ) -> bool:
-        runtime = self.runtime
-        pool = runtime.pool
-        headers, _host = upstream_request_headers(
-            request_headers,
-            entry=entry,
-            upstream_host_header=upstream.host_header,
-            client_ip=self.client_ip,
-            scheme=self.scheme,
-            request_id=record.request_id.encode(),
-            trusted_peer=self.trusted_peer,
-            chunked=chunked,
-        )
-        target = request.target
-        if upstream.base_path:
-            target = upstream.base_path.encode() + target
-        has_body = chunked or content_length > 0
-        request_head = serialise_head(b"%s %s HTTP/1.1" % (request.method, target), headers)
-        key = pool.origin_key(upstream, entry.verify_upstream_tls, entry.upstream_ca_bundle_pem)
-        retried = False
-        while True:
-            up = pool.take_idle(key)
-            reused = up is not None
-            try:
-                if up is None:
-                    up = await pool.connect(
-                        upstream,
-                        entry.verify_upstream_tls,
-                        entry.upstream_ca_bundle_pem,
-                        entry.connect_timeout_seconds,
-                    )
-                self.active_upstream = up
-                sent_at = time.monotonic()
-                if request_head is None:
-                    up.send(h11.Request(method=request.method, target=target, headers=headers))
-                else:
-                    up.send_head(_request_state_event(request.method, request_head[1]), request_head[0])
-                sent_mark = up.bytes_received
-                if has_body:
-                    # Read the upstream while uploading, so an early answer is buffered before it hangs up.
-                    up._resume_reading()
-                    if body is None:
-                        record.bytes_in = await self._pump_request_body(up, entry.max_request_body_bytes)
-                    else:
-                        # Already read whole (the Mcp-* check needed it): send it as the client framed it.
-                        if body:
-                            up.send(h11.Data(data=body))
-                        up.send(h11.EndOfMessage())
-                        await up.drain()
-                        record.bytes_in = len(body)
-                else:
-                    # A bodiless request's end writes no bytes: only h11's state needs to know.
-                    up.body_sent()
-                # The request is fully read: keep reading the client (at most one chunk is buffered) so that
-                # its departure is noticed while the upstream is quiet.
-                self._resume_reading()
-                response = await read_response_head(up, entry.read_timeout_seconds, sent_mark)
-                runtime.metrics.upstream_latency_seconds.observe(time.monotonic() - sent_at)
-                break
-            except UpstreamConnectError as exc:
-                log.debug("upstream %s: %s", upstream.url, exc)
-                return self.answer_error(record, 502, "upstream refused the connection", close=has_body)
-            except UpstreamConnectTimeout:
-                return self.answer_error(record, 504, "upstream connect timed out", close=has_body)
-            except ChannelTimeout:
-                assert up is not None
-                up.abort()
-                return self.answer_error(record, 504, "upstream did not answer in time", close=True)
-            except _UpstreamAnswered as answered:
-                assert up is not None
-                response = answered.response
-                break
-            except _BodyTooLarge:
-                assert up is not None
-                up.abort()
-                return self.answer_error(record, 413, "request body too large", close=True)
-            except _ClientBadBody as exc:
-                assert up is not None
-                up.abort()
-                return self.answer_error(record, 400, f"malformed request body: {exc}", close=True)
-            except _ClientAborted:
-                if up is not None:
-                    up.abort()
-                raise
-            except (ChannelClosed, h11.ProtocolError, UpstreamBroken) as exc:
-                assert up is not None
-                if self.client_gone:
-                    up.abort()
-                    raise _ClientAborted from exc
-                early = _buffered_response(up) if has_body else None
-                if early is not None:
-                    # The upstream answered (e.g. 413) and stopped reading the body: relay its answer.
-                    response = early
-                    break
-                stale = reused and up.bytes_received == 0
-                up.abort()
-                if stale and not retried and not has_body and request.method in IDEMPOTENT_METHODS:
-                    # A pooled connection the upstream had already closed; one fresh attempt is safe.
-                    retried = True
-                    continue
-                log.debug("upstream %s failed: %r", upstream.url, exc)
-                return self.answer_error(record, 502, "upstream closed or reset the connection", close=True)
-
-        close = runtime.draining or self.conn.their_state is not h11.DONE
-        response_headers = header_pairs(response.headers)
-        out_headers, sse = client_response_headers(
-            response_headers,
-            entry=entry,
-            request_id=record.request_id.encode(),
-            close=close,
-            hsts=entry.hsts_header if self.scheme == b"https" else b"",
-            cors_expose=cors_expose,
-        )
-        status = response.status_code
-        record.status = status
-        response_head = None
-        conn = self.conn
-        # h11 rewrites a response head only to re-frame it (no Content-Length, or an HTTP/1.0 client) or to
-        # add Connection: close; when it would not, we serialise it ourselves (see HttpChannel.send_head).
-        body_length = -1
-        if not close and conn.their_http_version == b"1.1" and conn._cstate.keep_alive:
-            framing = [header for header in out_headers if header[0] in _FRAMING_HEADERS]
-            if len(framing) == 1 and framing[0][0] == b"content-length":
-                response_head = serialise_head(b"HTTP/1.1 %d %s" % (status, response.reason), out_headers)
-                body_length = _relayable_body_length(
-                    request.method, response.status_code, response_headers, framing[0][1]
-                )
-        read_timeout = None if sse else entry.read_timeout_seconds
-        if response_head is not None and body_length >= 0:
-            # Head and body framed by us, byte for byte what h11 would write; h11 on this side only parses
-            # requests from here on, and the connection gets a fresh one for the next (_next_cycle).
-            self._out.append(response_head[0])
-            self.response_untracked = True
-            return await self._relay_counted_body(up, pool, key, record, body_length, read_timeout)
-        if response_head is None:
-            self.send(h11.Response(status_code=status, headers=out_headers, reason=response.reason))
-        else:
-            wire, state_headers = response_head
-            self.send_head(
-                h11.Response(status_code=status, headers=state_headers, reason=response.reason, _parsed=True),
-                wire,
-            )
-        try:
-            while True:
-                try:
-                    event = await up.next_event(read_timeout, self)
-                except (ChannelTimeout, ChannelClosed, h11.ProtocolError) as exc:
-                    # Mid-body there is no status left to send; closing tells the client the body is cut.
-                    log.debug("upstream %s broke mid-response: %r", upstream.url, exc)
-                    up.abort()
-                    self.abort()
-                    return False
-                kind = type(event)
-                if kind is h11.Data:
-                    record.bytes_out += len(event.data)
-                    self.send(event)
-                    await self.drain()
-                elif kind is h11.EndOfMessage:
-                    self.send(h11.EndOfMessage())
-                    break
-                else:
-                    up.abort()
-                    self.abort()
-                    return False
-        except ChannelClosed:
-            up.abort()
-            raise _ClientAborted from None
-        self.active_upstream = None
-        pool.release(key, up)
-        return not close
-
-    async def _relay_counted_body(
-        self,
-        up: HttpChannel,
-        pool: UpstreamPool,
-        key: OriginKey,
-        record: ExchangeRecord,
-        length: int,
-        read_timeout: float | None,
-    ) -> bool:
-        """Relay a body both heads frame with the same Content-Length, counted from h11's buffer and then
-        straight from socket to socket (HttpChannel.relay_body); h11 is told only that it ended."""
-        up.body_relayed = 0
-        try:
-            if up.conn.their_state is not h11.SEND_BODY:
-                # Not a plain response body (e.g. the upstream switched protocols): nothing to count.
-                raise ChannelClosed(f"upstream in state {up.conn.their_state!r} after the response head")
-            await up.relay_body(self, length, read_timeout)
-            up.body_received()
-        except (ChannelTimeout, ChannelClosed, h11.ProtocolError) as exc:
-            up.abort()
-            if self.client_gone:
-                raise _ClientAborted from exc
-            # Mid-body there is no status left to send; closing tells the client the body is cut.
-            log.debug("upstream broke mid-response: %r", exc)
-            self.abort()
-            return False
-        finally:
-            record.bytes_out = up.body_relayed
-        self.active_upstream = None
-        pool.release(key, up)
-        try:
-            await self.drain()
-        except ChannelClosed:
-            raise _ClientAborted from None
-        return True
-
-    async def _pump_request_body(self, up: HttpChannel, max_bytes: int) -> int:
+    def continue_if_expected(self) -> None:
         if self.conn.they_are_waiting_for_100_continue:
             self.send(h11.InformationalResponse(status_code=100, headers=[]))
-        idle_timeout = self.runtime.limits.keepalive_idle_timeout_seconds
-        total = 0
-        while True:
-            try:
-                event = await self.next_event(idle_timeout)
-            except h11.RemoteProtocolError as exc:
-                raise _ClientBadBody(str(exc)) from exc
-            except (ChannelClosed, ChannelTimeout) as exc:
-                raise _ClientAborted from exc
-            kind = type(event)
-            if kind is h11.Data:
-                total += len(event.data)
-                if total > max_bytes:
-                    raise _BodyTooLarge
-                up.send(event)
-                await up.drain()
-                if up.bytes_received:
-                    early = _buffered_response(up)
-                    if early is not None:
-                        raise _UpstreamAnswered(early)
-            elif kind is h11.EndOfMessage:
-                up.send(h11.EndOfMessage())
-                return total
-            else:
-                raise _ClientAborted
+
+    async def body_chunk(self) -> bytes | None:
+        """The next piece of the request body, or None at its end. Bad framing raises ClientBadBody; a
+        client that leaves or stays silent past the keep-alive idle timeout raises ClientAborted."""
+        try:
+            event = await self.next_event(self.runtime.limits.keepalive_idle_timeout_seconds)
+        except h11.RemoteProtocolError as exc:
+            raise ClientBadBody(str(exc)) from exc
+        except (ChannelClosed, ChannelTimeout) as exc:
+            raise ClientAborted from exc
+        kind = type(event)
+        if kind is h11.Data:
+            return cast(h11.Data, event).data
+        if kind is h11.EndOfMessage:
+            return None
+        raise ClientAborted
 
     # Protected proxies --------------------------------------------------------------------------------
-
-    async def _guard(
-        self,
-        record: ExchangeRecord,
-        request: h11.Request,
-        request_headers: list[tuple[bytes, bytes]],
-        entry: ProxyEntry,
-        path: str,
-        content_length: int,
-        chunked: bool,
-    ) -> bool | _Guarded:
-        """Run the gate for one request to a protected proxy. Either it is answered here (PRM, 401/403, a
-        failed Mcp-* check; returns keep-alive) or it goes on: to `entry` (the AUTH_HOST proxy's for AS
-        paths), with the client headers as the gate rewrote them, and the body if it had to be read."""
-        runtime = self.runtime
-        has_body = chunked or content_length > 0
-        decision = decide(
-            runtime.auth_policies[entry.hostname],
-            runtime.auth_context(),
-            scheme=effective_scheme(
-                self.scheme.decode("ascii"), request_headers, trusted_peer=self.trusted_peer
-            ),
-            method=request.method,
-            path=path,
-            headers=request_headers,
-            now=time.time(),
-        )
-        try:
-            if type(decision) is Forward:
-                check = decision.mcp_check
-                if check is None:
-                    return entry, decision.headers, None
-                limit = min(MAX_CHECKED_BODY_BYTES, entry.max_request_body_bytes)
-                body = await self._read_body(limit) if has_body else b""
-                if body is None and limit < MAX_CHECKED_BODY_BYTES:
-                    return self.answer_error(record, 413, "request body too large", close=True)
-                rejected = check_body(check, body)
-                if rejected is not None:
-                    return self._answer(record, rejected, close=body is None)
-                return entry, decision.headers, body if has_body else None
-            if type(decision) is ToAuthorizationServer:
-                auth_host = runtime.settings.auth_host
-                auth_entry = runtime.table.exact.get(auth_host)
-                if auth_entry is None or not auth_entry.enabled:
-                    message = f"authorization server proxy {auth_host} is not available"
-                    return self.answer_error(record, 502, message, close=has_body)
-                return auth_entry, request_headers, None
-            answer = cast(Answer, decision)
-            # Read (and drop) a small body so the answer is not lost to a reset of a half-read connection.
-            close = has_body and (
-                self.conn.they_are_waiting_for_100_continue
-                or await self._read_body(MAX_DISCARDED_BODY_BYTES) is None
-            )
-            return self._answer(record, answer, close=close)
-        except _ClientBadBody as exc:
-            return self.answer_error(record, 400, f"malformed request body: {exc}", close=True)
-
-    async def _read_body(self, limit: int) -> bytes | None:
-        """The whole request body, or None once it exceeds `limit` (the rest stays unread)."""
-        if self.conn.they_are_waiting_for_100_continue:
-            self.send(h11.InformationalResponse(status_code=100, headers=[]))
-        idle_timeout = self.runtime.limits.keepalive_idle_timeout_seconds
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            try:
-                event = await self.next_event(idle_timeout)
-            except h11.RemoteProtocolError as exc:
-                raise _ClientBadBody(str(exc)) from exc
-            except (ChannelClosed, ChannelTimeout) as exc:
-                raise _ClientAborted from exc
-            kind = type(event)
-            if kind is h11.Data:
-                data = cast(h11.Data, event).data
-                total += len(data)
-                if total > limit:
-                    return None
-                parts.append(data)
-            elif kind is h11.EndOfMessage:
-                return b"".join(parts)
-            else:
-                raise _ClientAborted
-
-    def _answer(self, record: ExchangeRecord, answer: Answer, *, close: bool) -> bool:
-        """Send a response the gate composed (JSON with its own headers)."""
-        record.status = answer.status
-        if self.conn.our_state is not h11.SEND_RESPONSE:
-            self.abort()
-            return False
-        close = close or self.runtime.draining
-        headers = [*answer.headers, (b"x-request-id", record.request_id.encode())]
-        if answer.status != 204:
-            headers.append((b"content-length", b"%d" % len(answer.body)))
-        if close:
-            headers.append((b"connection", b"close"))
-        reason = HTTPStatus(answer.status).phrase.encode()
-        self.send(h11.Response(status_code=answer.status, headers=headers, reason=reason))
-        if answer.body and record.method != "HEAD":
-            self.send(h11.Data(data=answer.body))
-        self.send(h11.EndOfMessage())
-        return not close
 
     # Answers of our own --------------------------------------------------------------------------------
 
@@ -925,82 +557,3 @@ class ClientConnection(HttpChannel):
                 request_id=record.request_id,
             )
         )
-
-
-class ExchangeRecord:
-    """What the request log and metrics need about one exchange, filled in as it goes."""
-
-    __slots__ = (
-        "bytes_in",
-        "bytes_out",
-        "finished",
-        "host",
-        "method",
-        "path",
-        "request_id",
-        "route_id",
-        "started",
-        "status",
-        "upstream",
-    )
-
-    def __init__(self, started: float, host: str, method: str, path: str, request_id: str) -> None:
-        self.started = started
-        self.host = host
-        self.method = method
-        self.path = path
-        self.request_id = request_id
-        self.status = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.upstream = ""
-        self.route_id: str | None = None
-        self.finished = False
-
-
-_STATE_EVENTS: dict[tuple[bytes, tuple[tuple[bytes, bytes], ...]], h11.Request] = {}
-_MAX_STATE_EVENTS = 64
-
-
-def _request_state_event(method: bytes, state_headers: list[tuple[bytes, bytes]]) -> h11.Request:
-    """The event h11's state machine needs for a request head we serialised (see HttpChannel.send_head).
-
-    h11 reads only the method and the framing, keep-alive, upgrade and expect headers of a request it
-    sends, never the target or the Host value, so bodiless requests share one prebuilt event per method
-    and header shape instead of validating a new one each time."""
-    shape = tuple(header for header in state_headers if header[0] != b"host")
-    key = (method, shape)
-    event = _STATE_EVENTS.get(key)
-    if event is None:
-        event = h11.Request(method=method, target=b"/", headers=[(b"host", b"x"), *shape], _parsed=True)
-        # Methods are client-chosen tokens and Content-Length values unbounded: cache a bounded few.
-        if len(_STATE_EVENTS) < _MAX_STATE_EVENTS and not any(n == b"content-length" for n, _ in shape):
-            _STATE_EVENTS[key] = event
-    return event
-
-
-def _relayable_body_length(
-    method: bytes, status: int, response_headers: list[tuple[bytes, bytes]], content_length: bytes
-) -> int:
-    """The body length a Content-Length response carries as h11 frames it, or -1 when the upstream framed
-    it differently (then h11 relays it event by event)."""
-    upstream_lengths = [value for name, value in response_headers if name in _FRAMING_HEADERS]
-    if upstream_lengths != [content_length]:
-        return -1
-    if method == b"HEAD" or status in (204, 304):
-        return 0
-    return int(content_length)
-
-
-def _buffered_response(up: HttpChannel) -> Any:
-    """A response head the upstream sent before it stopped reading the request body, if any."""
-    try:
-        while True:
-            event = up.conn.next_event()
-            kind = type(event)
-            if kind is h11.Response:
-                return event
-            if kind is not h11.InformationalResponse:
-                return None
-    except h11.ProtocolError:
-        return None

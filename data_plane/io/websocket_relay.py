@@ -23,7 +23,8 @@ from data_plane.protocol.websocket_handshake import UpgradeRejected, accept_is_v
 from data_plane.routing.route_table import ProxyEntry, Upstream
 
 if TYPE_CHECKING:
-    from data_plane.io.client_connection import ClientConnection, ExchangeRecord
+    from data_plane.io.client_connection import ClientConnection
+    from data_plane.io.exchange import ExchangeRecord
 
 
 async def relay_websocket(

@@ -1,0 +1,43 @@
+"""What one client exchange carries between the connection, the HTTP relay and the auth gate: its record
+(for the request log and metrics) and the two ways a client can end it early."""
+
+from __future__ import annotations
+
+
+class ClientAborted(Exception):
+    """The client went away or broke protocol mid-request; nothing more can be sent to it."""
+
+
+class ClientBadBody(Exception):
+    """The request body's framing is invalid (e.g. a bad chunk size): 400, then close."""
+
+
+class ExchangeRecord:
+    """What the request log and metrics need about one exchange, filled in as it goes."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "finished",
+        "host",
+        "method",
+        "path",
+        "request_id",
+        "route_id",
+        "started",
+        "status",
+        "upstream",
+    )
+
+    def __init__(self, started: float, host: str, method: str, path: str, request_id: str) -> None:
+        self.started = started
+        self.host = host
+        self.method = method
+        self.path = path
+        self.request_id = request_id
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream = ""
+        self.route_id: str | None = None
+        self.finished = False
