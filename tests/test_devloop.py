@@ -29,8 +29,9 @@ from deploy.local.env_file import (
     UNPRIVILEGED_HTTPS_PORT,
     ensure_env_file,
 )
+from deploy.local.processes import pid_alive
 from shared.config import ENV_FILE_VARIABLE, Settings
-from tests.harness.services import free_port, pid_alive
+from tests.harness.services import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UP_DEADLINE_SECONDS = 15.0  # the bound for `just up` to have everything healthy

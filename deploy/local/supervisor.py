@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from deploy.local.env_file import ensure_env_file
+from deploy.local.processes import pid_alive
 from deploy.local.state_paths import StatePaths, state_paths
 from shared.config import ENV_FILE_VARIABLE, Settings, load_settings
 from shared.redis_client import create_redis
@@ -156,21 +157,6 @@ def read_pids(path: Path) -> tuple[int, dict[str, int]] | None:
         raise SystemExit(
             f"{path} is not a pids file written by `just up` ({exc}); remove it by hand"
         ) from exc
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it has exited, its parent just has not reaped it yet.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 # ------------------------------------------------------------------------------------------------ IO shell

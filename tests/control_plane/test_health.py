@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from control_plane.app import create_app
+from deploy.local.processes import pid_alive
 from shared.config import Settings
-from tests.harness.services import RedisServer, free_port, pid_alive, port_open
+from tests.harness.services import RedisServer, free_port, port_open
 
 from .conftest import RunningControlPlane, control_plane_env, start_control_plane
 

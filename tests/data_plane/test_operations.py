@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from deploy.local.processes import pid_alive
 from tests.data_plane.backends import HttpBackend
 from tests.data_plane.conftest import DataPlane, start_data_plane
 from tests.data_plane.helpers import configure, get, proxy_to
-from tests.harness.services import RedisServer, pid_alive
+from tests.harness.services import RedisServer
 
 pytestmark = pytest.mark.proxy
 

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
+from deploy.local.processes import pid_alive
 from tests.data_plane.conftest import DataPlane
-from tests.harness.services import pid_alive
 
 pytestmark = pytest.mark.proxy
 
