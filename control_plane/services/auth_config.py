@@ -22,7 +22,6 @@ from shared.models import (
     IdentityField,
     ProxyAuthConfig,
     ProxyResource,
-    ProxyTarget,
     ScopeRule,
 )
 
@@ -31,6 +30,7 @@ from ..cascade import plan_owned_deletions
 from ..errors import InvalidInput, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import Collection, ConfigWrite, Reader, Store
+from .owned import read_owned
 from .proxies import normalise_path_hostname
 
 
@@ -122,14 +122,6 @@ def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
         raise invalid_from_validation(exc) from exc
 
 
-async def _owned_proxy(reader: Reader, principal: Principal, hostname: str) -> ProxyTarget:
-    proxy = await reader.get(store.proxies(), hostname)
-    if proxy is None:
-        raise NotFound(f"proxy {hostname!r} not found")
-    principal.require_access("proxy", hostname, proxy.owner)
-    return proxy
-
-
 def github_app_context(hostname: str) -> str:
     """Associated data binding an encrypted GitHub app secret to its proxy."""
     return f"github-app:{hostname}"
@@ -170,7 +162,7 @@ class AuthConfigService:
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            proxy = await _owned_proxy(reader, principal, name)
+            proxy = await read_owned(reader, principal, store.proxies(), "proxy", name)
             current = await reader.get(proxy_auth_collection(), name)
             data = body.model_dump(exclude_none=True, exclude={"github_client_id", "github_client_secret"})
             config: ProxyAuthConfig = _validated(
@@ -195,7 +187,7 @@ class AuthConfigService:
 
     async def get_auth(self, principal: Principal, hostname: str) -> ProxyAuthConfig:
         name = normalise_path_hostname(hostname)
-        await _owned_proxy(self._store.reader, principal, name)
+        await read_owned(self._store.reader, principal, store.proxies(), "proxy", name)
         config = await self._store.reader.get(proxy_auth_collection(), name)
         if config is None:
             raise NotFound(f"proxy {name!r} has no auth configuration (it is not protected)")
@@ -206,7 +198,7 @@ class AuthConfigService:
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            proxy = await _owned_proxy(reader, principal, name)
+            proxy = await read_owned(reader, principal, store.proxies(), "proxy", name)
             if not await reader.exists(proxy_auth_collection(), name):
                 raise NotFound(f"proxy {name!r} has no auth configuration")
             write = ConfigWrite()
@@ -224,7 +216,7 @@ class AuthConfigService:
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            proxy = await _owned_proxy(reader, principal, name)
+            proxy = await read_owned(reader, principal, store.proxies(), "proxy", name)
             existed = await reader.exists(proxy_resource_collection(), name)
             resource: ProxyResource = _validated(
                 ProxyResource,
@@ -242,7 +234,7 @@ class AuthConfigService:
     async def get_resource(self, principal: Principal, hostname: str) -> ProxyResource:
         """The stored PRM fields, or the defaults a protected proxy gets when none were set."""
         name = normalise_path_hostname(hostname)
-        proxy = await _owned_proxy(self._store.reader, principal, name)
+        proxy = await read_owned(self._store.reader, principal, store.proxies(), "proxy", name)
         resource = await self._store.reader.get(proxy_resource_collection(), name)
         return resource or ProxyResource(hostname=name, owner=proxy.owner)
 

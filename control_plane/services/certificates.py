@@ -39,9 +39,10 @@ from .. import store
 from ..acme.records import certificate_for_domain, certificates, delete_certificate, put_certificate
 from ..acme.workflow import request_certificate
 from ..cascade import plan_owned_deletions
-from ..errors import Conflict, NotFound, invalid_from_validation
+from ..errors import Conflict, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
+from .owned import read_owned
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class CertificateService:
         return [c for _, c in sorted(rows.items()) if principal.can_access(c.owner)]
 
     async def get(self, principal: Principal, cert_name: str) -> Certificate:
-        return await _owned(self._store.reader, principal, cert_name)
+        return await read_owned(self._store.reader, principal, certificates(), "certificate", cert_name)
 
     async def renew(self, principal: Principal, cert_name: str) -> Certificate:
         """Ask for a new chain now, even if the current one is far from expiry (and skip any backoff)."""
@@ -238,7 +239,7 @@ class CertificateService:
                 write.delete(certificates(), cert_name)
                 write.change("certificate", "deleted", cert_name, principal.owner)
                 return write
-            current = await _owned(reader, principal, cert_name)
+            current = await read_owned(reader, principal, certificates(), "certificate", cert_name)
             delete_certificate(write, current)
             write.change("certificate", "deleted", cert_name, current.owner)
             return write
@@ -255,7 +256,7 @@ class CertificateService:
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            current = await _owned(reader, principal, cert_name)
+            current = await read_owned(reader, principal, certificates(), "certificate", cert_name)
             now = time.time()
             new = current.model_copy(update=change(current, now))
             result[:] = [new]
@@ -339,14 +340,6 @@ async def _check_domains_free(reader: Reader, domains: list[str], cert_name: str
         holder = await certificate_for_domain(reader, domain)
         if holder is not None and holder != cert_name:
             raise Conflict(f"domain {domain!r} already belongs to certificate {holder!r}")
-
-
-async def _owned(reader: Reader, principal: Principal, cert_name: str) -> Certificate:
-    cert = await reader.get(certificates(), cert_name)
-    if cert is None:
-        raise NotFound(f"certificate {cert_name!r} not found")
-    principal.require_access("certificate", cert_name, cert.owner)
-    return cert
 
 
 async def delete_owned_certificates(reader: Reader, owner: str) -> ConfigWrite:

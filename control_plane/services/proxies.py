@@ -23,6 +23,7 @@ from ..cascade import plan_owned_deletions
 from ..errors import Conflict, InvalidInput, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
+from .owned import plan_delete, read_owned
 
 SERVER_SET_FIELDS = frozenset({"hostname", "owner", "created_at", "updated_at", "schema_version"})
 
@@ -119,7 +120,9 @@ class ProxyService:
         return [p for _, p in sorted(rows.items()) if principal.can_access(p.owner)]
 
     async def get(self, principal: Principal, hostname: str) -> ProxyTarget:
-        return await self._owned(self._store.reader, principal, normalise_path_hostname(hostname))
+        return await read_owned(
+            self._store.reader, principal, store.proxies(), "proxy", normalise_path_hostname(hostname)
+        )
 
     async def replace(self, principal: Principal, hostname: str, body: ProxyTargetSettings) -> ProxyTarget:
         return await self._update(principal, hostname, lambda _current: body.model_dump())
@@ -148,17 +151,7 @@ class ProxyService:
         name = normalise_path_hostname(hostname)
 
         async def plan(reader: Reader) -> ConfigWrite:
-            await require_current(reader, principal)
-            write = ConfigWrite()
-            if principal.is_admin and await reader.is_damaged(store.proxies(), name):
-                # A row that no longer validates has no trustworthy owner; only the admin may remove it.
-                write.delete(store.proxies(), name)
-                write.change("proxy", "deleted", name, principal.owner)
-                return write
-            current = await self._owned(reader, principal, name)
-            write.delete(store.proxies(), name)
-            write.change("proxy", "deleted", name, current.owner)
-            return write
+            return await plan_delete(reader, principal, store.proxies(), "proxy", name)
 
         await self._store.transact(plan)
 
@@ -170,7 +163,7 @@ class ProxyService:
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            current = await self._owned(reader, principal, name)
+            current = await read_owned(reader, principal, store.proxies(), "proxy", name)
             new = _build(
                 settings_of(current), hostname=name, owner=current.owner, created_at=current.created_at
             )
@@ -184,14 +177,6 @@ class ProxyService:
         if self._on_saved is not None:
             await self._on_saved(result[0])
         return result[0]
-
-    @staticmethod
-    async def _owned(reader: Reader, principal: Principal, hostname: str) -> ProxyTarget:
-        proxy = await reader.get(store.proxies(), hostname)
-        if proxy is None:
-            raise NotFound(f"proxy {hostname!r} not found")
-        principal.require_access("proxy", hostname, proxy.owner)
-        return proxy
 
 
 async def delete_owned_proxies(reader: Reader, owner: str) -> ConfigWrite:

@@ -22,9 +22,10 @@ from shared.models import Route
 
 from .. import store
 from ..cascade import plan_owned_deletions
-from ..errors import Conflict, Forbidden, InvalidInput, NotFound, invalid_from_validation
+from ..errors import Conflict, Forbidden, InvalidInput, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
+from .owned import plan_delete, read_owned
 
 ROUTE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -133,14 +134,14 @@ class RouteService:
         return sorted((r for r in rows.values() if principal.can_access(r.owner)), key=evaluation_order)
 
     async def get(self, principal: Principal, route_id: str) -> Route:
-        return await self._owned(self._store.reader, principal, route_id)
+        return await read_owned(self._store.reader, principal, store.routes(), "route", route_id)
 
     async def replace(self, principal: Principal, route_id: str, body: RouteSettings) -> Route:
         result: list[Route] = []
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            current = await self._owned(reader, principal, route_id)
+            current = await read_owned(reader, principal, store.routes(), "route", route_id)
             new = _build(body, route_id=route_id, owner=current.owner, created_at=current.created_at)
             await _check_references(reader, principal, new)
             result[:] = [new]
@@ -154,27 +155,9 @@ class RouteService:
 
     async def delete(self, principal: Principal, route_id: str) -> None:
         async def plan(reader: Reader) -> ConfigWrite:
-            await require_current(reader, principal)
-            write = ConfigWrite()
-            if principal.is_admin and await reader.is_damaged(store.routes(), route_id):
-                # A row that no longer validates has no trustworthy owner; only the admin may remove it.
-                write.delete(store.routes(), route_id)
-                write.change("route", "deleted", route_id, principal.owner)
-                return write
-            current = await self._owned(reader, principal, route_id)
-            write.delete(store.routes(), route_id)
-            write.change("route", "deleted", route_id, current.owner)
-            return write
+            return await plan_delete(reader, principal, store.routes(), "route", route_id)
 
         await self._store.transact(plan)
-
-    @staticmethod
-    async def _owned(reader: Reader, principal: Principal, route_id: str) -> Route:
-        route = await reader.get(store.routes(), route_id)
-        if route is None:
-            raise NotFound(f"route {route_id!r} not found")
-        principal.require_access("route", route_id, route.owner)
-        return route
 
 
 async def delete_owned_routes(reader: Reader, owner: str) -> ConfigWrite:
