@@ -48,14 +48,15 @@ class _ProxyHeaderRefused(Exception):
 
 def classify_handshake_error(exc: BaseException) -> tuple[TlsHandshakeResult, str]:
     """A failed handshake's metric label and a one-line reason for the log."""
+    if isinstance(exc, ssl.SSLEOFError):
+        return "closed", "client closed the connection during the handshake"
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or type(exc).__name__
+        # `reason` is OpenSSL's short code; an SSLError raised by Python code may lack it.
+        reason = getattr(exc, "reason", None) or type(exc).__name__
         if reason == "HTTP_REQUEST":
             return "plain_http", "plain HTTP request sent to the HTTPS port"
         if reason in _NOT_TLS_REASONS:
             return "not_tls", f"not a TLS ClientHello ({reason})"
-        if isinstance(exc, ssl.SSLEOFError):
-            return "closed", "client closed the connection during the handshake"
         return "tls_error", f"TLS error: {reason}"
     if isinstance(exc, TimeoutError) or (
         isinstance(exc, ConnectionAbortedError) and "taking longer" in str(exc)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 
 import pytest
 import redis
 
+from data_plane.io.tls_listener import classify_handshake_error
 from shared import keys
 from tests.certificates.test_cert_store import LocalCA
 from tests.data_plane.backends import HttpBackend
@@ -123,3 +125,18 @@ def test_garbage_on_tls_port_closes_cleanly_and_is_logged(
     peer_certificate(https_port, "x.test", None)
     assert plane.health()[0] == 200
     assert "Traceback" not in plane.service.log_path.read_text(errors="replace")
+
+
+def test_handshake_errors_are_classified_for_the_metric_and_log() -> None:
+    # The exception shapes asyncio/uvloop raise from connect_accepted_socket (timeouts cannot be waited
+    # for in a test: the handshake deadline is 10 s).
+    timeout = ConnectionAbortedError(
+        "SSL handshake is taking longer than 10.0 seconds: aborting the connection"
+    )
+    assert classify_handshake_error(timeout)[0] == "timeout"
+    assert classify_handshake_error(TimeoutError())[0] == "timeout"
+    assert classify_handshake_error(ConnectionResetError())[0] == "closed"
+    assert classify_handshake_error(ConnectionAbortedError("peer aborted"))[0] == "closed"
+    eof = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    assert classify_handshake_error(eof)[0] == "closed"
+    assert classify_handshake_error(ValueError("odd"))[0] == "tls_error"
