@@ -45,11 +45,13 @@ async def reload(runtime: Runtime) -> bool:
         runtime.metrics.count_reload("failure")
         return False
     table = snapshot.table
+    if runtime.certificates is not None:
+        # Certificate writes bump the config version too; a failed refresh keeps the last good table. It runs
+        # before the swap so that once a version is served (and reported by /health) its certificates are
+        # too: HTTP->HTTPS redirects follow the certificate table, and must not lag the route table.
+        await runtime.certificates.refresh()
     runtime.swap(table, snapshot.auth, snapshot.jwks_raw)
     runtime.revoked = snapshot.revoked
-    if runtime.certificates is not None:
-        # Certificate writes bump the config version too; a failed refresh keeps the last good table.
-        await runtime.certificates.refresh()
     runtime.metrics.count_reload("success")
     log.info(
         "route table version %d loaded: %d proxies, %d protected, %d signing keys",
