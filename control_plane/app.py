@@ -15,7 +15,17 @@ from shared.config import Settings, load_settings
 from shared.redis_client import create_redis
 
 from .acme.worker import start_certificate_worker
-from .api import auth_config, certificates, error_handlers, health, oauth, proxies, routes, tokens
+from .api import (
+    auth_config,
+    certificates,
+    error_handlers,
+    health,
+    oauth,
+    oauth_clients,
+    proxies,
+    routes,
+    tokens,
+)
 from .runtime import Runtime
 
 
@@ -51,5 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(certificates.router)
     app.include_router(auth_config.router)
+    app.include_router(oauth_clients.router)
     oauth.install(app, resolved.oauth_issuer)
     return app

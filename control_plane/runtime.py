@@ -16,6 +16,7 @@ from .cascade import CascadeRegistry
 from .oauth.server import OAuthServer
 from .services.auth_config import AuthConfigService, delete_owned_auth_configs
 from .services.certificates import CertificateService, delete_owned_certificates
+from .services.oauth_clients import PreRegisteredClients
 from .services.proxies import ProxyService, delete_owned_proxies
 from .services.routes import RouteService, delete_owned_routes
 from .services.tokens import TokenService
@@ -43,11 +44,13 @@ class Runtime:
     certificates: CertificateService
     auth_config: AuthConfigService
     oauth: OAuthServer
+    oauth_clients: PreRegisteredClients
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
         store = Store(redis)
         certificates = CertificateService(store, settings)
+        oauth = OAuthServer(settings, redis, store.reader)
         return cls(
             settings=settings,
             redis=redis,
@@ -57,5 +60,6 @@ class Runtime:
             routes=RouteService(store),
             certificates=certificates,
             auth_config=AuthConfigService(store, settings),
-            oauth=OAuthServer(settings, redis, store.reader),
+            oauth=oauth,
+            oauth_clients=PreRegisteredClients(oauth.state),
         )

@@ -150,6 +150,11 @@ def oauth_client(client_id: str) -> str:
     return f"{TAG}:oauth:client:{client_id}"
 
 
+def oauth_preregistered_clients() -> str:
+    """Hash: client_id -> OAuthClient JSON, for clients the admin registered (they never expire)."""
+    return f"{TAG}:oauth:preregistered-clients"
+
+
 def oauth_authorization_request(request_id: str) -> str:
     return f"{TAG}:oauth:authreq:{request_id}"
 

@@ -1,6 +1,8 @@
 """`mhp oauth login`, `mhp proxy auth|resource ...` and `mhp resources list`.
 
 mhp oauth login [--resource URI] [--scope S]       device flow (GitHub); prints the tokens
+mhp oauth client create NAME --redirect-uri URI... [--public] [--scope S] [--client-uri URL]
+mhp oauth client list | show ID | delete ID         pre-registered OAuth clients (admin only)
 mhp proxy auth set HOST [--allow-user L]... [--allow-org O]... [--scope S]... [--public-path P]...
                         [--allow-origin O]... [--identity-header NAME=FIELD]... [--disabled]
 mhp proxy auth show|remove HOST
@@ -16,15 +18,18 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from .client import ApiClient, CliError, ConnectionFailed
+from .render import OAUTH_CLIENT_COLUMNS
 
 CLI_CLIENT_ID = "mhp-cli"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_LOGIN_SECONDS = 900.0
 PROXIES = "/api/v1/proxy/targets/"
+OAUTH_CLIENTS = "/api/v1/oauth/clients/"
 
 Command = Callable[..., argparse.ArgumentParser]
 
@@ -138,13 +143,52 @@ RESOURCE_COLUMNS = [
 ]
 
 
+def oauth_client_create(api: ApiClient, args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {
+        "client_name": args.name,
+        "redirect_uris": args.redirect_uri,
+        "token_endpoint_auth_method": "none" if args.public else "client_secret_basic",
+        "scope": " ".join(args.scope or []),
+        "client_uri": args.client_uri or "",
+    }
+    created = api.request("POST", OAUTH_CLIENTS, body)
+    if created.get("client_secret") and not args.json:
+        print("The client secret is shown once; store it now.", file=sys.stderr)
+    return created
+
+
+def _client_path(client_id: str) -> str:
+    return OAUTH_CLIENTS + quote(client_id, safe="")
+
+
 def add_auth_commands(groups: Any, proxy: Any, command: Command) -> None:
-    oauth = groups.add_parser("oauth", help="OAuth sign-in").add_subparsers(dest="action", required=True)
+    oauth = groups.add_parser("oauth", help="OAuth sign-in and clients").add_subparsers(
+        dest="action", required=True
+    )
     sub = command(oauth, "login", oauth_login, [], help_text="sign in with GitHub (device flow)")
     sub.add_argument(
         "--resource", metavar="URI", help="protected resource the token is for (default: the API)"
     )
     sub.add_argument("--scope", action="append", metavar="SCOPE")
+    client = oauth.add_parser("client", help="pre-registered OAuth clients (admin only)").add_subparsers(
+        dest="client_action", required=True
+    )
+    columns = [*OAUTH_CLIENT_COLUMNS, ("SECRET", "client_secret")]
+    sub = command(
+        client, "create", oauth_client_create, columns, help_text="register a client that never expires"
+    )
+    sub.add_argument("name", help="client name shown on the consent page")
+    sub.add_argument(
+        "--redirect-uri", action="append", required=True, metavar="URI", help="exact redirect URI"
+    )
+    sub.add_argument("--public", action="store_true", help="public client: PKCE only, no secret")
+    sub.add_argument("--scope", action="append", metavar="SCOPE")
+    sub.add_argument("--client-uri", metavar="URL", help="home page shown on the consent page")
+    command(client, "list", lambda api, a: api.request("GET", OAUTH_CLIENTS), OAUTH_CLIENT_COLUMNS, many=True)
+    sub = command(client, "show", lambda api, a: api.request("GET", _client_path(a.client_id)), [])
+    sub.add_argument("client_id")
+    sub = command(client, "delete", lambda api, a: api.request("DELETE", _client_path(a.client_id)), [])
+    sub.add_argument("client_id")
 
     auth = proxy.add_parser("auth", help="OAuth protection of a proxy").add_subparsers(
         dest="auth_action", required=True

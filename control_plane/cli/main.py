@@ -388,8 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _show(result: Any, args: argparse.Namespace) -> None:
     if result is None:
         if not args.json:
-            noun = {"tokens": "token", "proxy": "proxy", "route": "route", "cert": "certificate"}[args.group]
-            target = getattr(args, "name", None) or getattr(args, "hostname", None) or getattr(args, "id", "")
+            nouns = {"tokens": "token", "cert": "certificate", "oauth": "OAuth client"}
+            noun = nouns.get(args.group, args.group)
+            target = next(
+                (
+                    getattr(args, field)
+                    for field in ("name", "hostname", "id", "client_id")
+                    if getattr(args, field, None)
+                ),
+                "",
+            )
             render.note(f"deleted {noun} {target}")
         return
     if args.json:

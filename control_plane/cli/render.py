@@ -42,6 +42,13 @@ ROUTE_COLUMNS: list[Column] = [
     ("OWNER", "owner"),
 ]
 
+OAUTH_CLIENT_COLUMNS: list[Column] = [
+    ("CLIENT ID", "client_id"),
+    ("NAME", "client_name"),
+    ("AUTH", "token_endpoint_auth_method"),
+    ("REDIRECT URIS", "redirect_uris"),
+]
+
 CERT_COLUMNS: list[Column] = [
     ("NAME", "cert_name"),
     ("DOMAINS", "domains"),

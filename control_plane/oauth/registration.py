@@ -114,7 +114,7 @@ class Registrations:
         client_id = "mhp_" + secrets.token_urlsafe(18)
         registration_token = secrets.token_urlsafe(32)
         secret = secrets.token_urlsafe(32) if metadata.token_endpoint_auth_method != "none" else ""
-        client = self._build(client_id, metadata, registration_token, secret, issued_at=int(time.time()))
+        client = build_client(client_id, metadata, registration_token, secret, issued_at=int(time.time()))
         await self._state.put_client(client, self._ttl)
         view = client_view(client, self._issuer)
         view["registration_access_token"] = registration_token
@@ -187,29 +187,31 @@ class Registrations:
             )
         return client
 
-    def _build(
-        self,
-        client_id: str,
-        metadata: ClientMetadata,
-        registration_token: str,
-        secret: str,
-        *,
-        issued_at: int,
-    ) -> OAuthClient:
-        return OAuthClient(
-            client_id=client_id,
-            client_secret_sha256=token_sha256(secret) if secret else "",
-            registration_token_sha256=token_sha256(registration_token),
-            client_name=metadata.client_name,
-            redirect_uris=metadata.redirect_uris,
-            grant_types=metadata.grant_types,
-            response_types=metadata.response_types,
-            token_endpoint_auth_method=metadata.token_endpoint_auth_method,  # type: ignore[arg-type]
-            scope=metadata.scope,
-            client_uri=metadata.client_uri,
-            logo_uri=metadata.logo_uri,
-            contacts=metadata.contacts,
-            software_id=metadata.software_id,
-            software_version=metadata.software_version,
-            client_id_issued_at=issued_at,
-        )
+
+def build_client(
+    client_id: str,
+    metadata: ClientMetadata,
+    registration_token: str,
+    secret: str,
+    *,
+    issued_at: int,
+) -> OAuthClient:
+    """The stored client; secrets only as hashes. No registration token (an admin-registered client): the
+    RFC 7592 management endpoint answers 401 for it, since no token can match an empty hash."""
+    return OAuthClient(
+        client_id=client_id,
+        client_secret_sha256=token_sha256(secret) if secret else "",
+        registration_token_sha256=token_sha256(registration_token) if registration_token else "",
+        client_name=metadata.client_name,
+        redirect_uris=metadata.redirect_uris,
+        grant_types=metadata.grant_types,
+        response_types=metadata.response_types,
+        token_endpoint_auth_method=metadata.token_endpoint_auth_method,  # type: ignore[arg-type]
+        scope=metadata.scope,
+        client_uri=metadata.client_uri,
+        logo_uri=metadata.logo_uri,
+        contacts=metadata.contacts,
+        software_id=metadata.software_id,
+        software_version=metadata.software_version,
+        client_id_issued_at=issued_at,
+    )

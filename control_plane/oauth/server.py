@@ -193,9 +193,12 @@ class OAuthServer:
             return builtin
         if is_metadata_document_client_id(client_id):
             return await self.metadata_documents.client(client_id)
-        return await self.state.get_client(
+        registered = await self.state.get_client(
             client_id, renew_ttl_seconds=self.settings.OAUTH_CLIENT_TTL_SECONDS
         )
+        if registered is not None:
+            return registered
+        return await self.state.get_preregistered_client(client_id)
 
     async def client_of(self, params: Params, authorization: str | None) -> OAuthClient:
         return await authenticate_client(params, authorization, self.find_client)

@@ -89,6 +89,22 @@ class OAuthState:
     async def delete_client(self, client_id: str) -> None:
         await self._redis.delete(keys.oauth_client(client_id))
 
+    async def put_preregistered_client(self, client: OAuthClient) -> None:
+        await self._redis.hset(keys.oauth_preregistered_clients(), client.client_id, client.model_dump_json())
+
+    async def get_preregistered_client(self, client_id: str) -> OAuthClient | None:
+        key = keys.oauth_preregistered_clients()
+        return _parse(OAuthClient, await self._redis.hget(key, client_id), f"{key}[{client_id}]")
+
+    async def list_preregistered_clients(self) -> list[OAuthClient]:
+        key = keys.oauth_preregistered_clients()
+        raw = await self._redis.hgetall(key)
+        parsed = (_parse(OAuthClient, value, key) for value in raw.values())
+        return sorted((c for c in parsed if c is not None), key=lambda c: c.client_id)
+
+    async def delete_preregistered_client(self, client_id: str) -> bool:
+        return bool(await self._redis.hdel(keys.oauth_preregistered_clients(), client_id))
+
     # ---- authorization requests and upstream logins
 
     async def put_authorization_request(self, request: AuthorizationRequest, ttl_seconds: int) -> None:

@@ -219,3 +219,35 @@ def test_cli_auth_and_connection_errors(cp: RunningControlPlane, tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_cli_oauth_clients(cp: RunningControlPlane) -> None:
+    created = json.loads(
+        ok(
+            run(
+                cp,
+                "oauth",
+                "client",
+                "create",
+                "Partner tool",
+                "--redirect-uri",
+                "https://partner.example/callback",
+                "--redirect-uri",
+                "http://127.0.0.1/callback",
+                "--json",
+            )
+        )
+    )
+    assert created["client_id"].startswith("mhp_pre_") and created["client_secret"]
+    assert created["redirect_uris"] == ["https://partner.example/callback", "http://127.0.0.1/callback"]
+    spa = ["oauth", "client", "create", "SPA", "--redirect-uri", "https://a.example/cb", "--public"]
+    public = json.loads(ok(run(cp, *spa, "--json")))
+    assert public["client_secret"] is None and public["token_endpoint_auth_method"] == "none"
+    listing = ok(run(cp, "oauth", "client", "list"))
+    assert "Partner tool" in listing and created["client_id"] in listing
+    assert created["client_secret"] not in listing
+    assert "https" in fails(
+        run(cp, "oauth", "client", "create", "Bad", "--redirect-uri", "http://partner.example/cb")
+    )
+    ok(run(cp, "oauth", "client", "delete", created["client_id"]))
+    assert "not found" in fails(run(cp, "oauth", "client", "show", created["client_id"]))
