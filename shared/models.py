@@ -370,6 +370,11 @@ class ProxyAuthConfig(Stored):
     # carrying another Origin gets 403 (DNS rebinding / cross-site calls). The resource's own origin is
     # always allowed.
     allowed_origins: list[str] = Field(default_factory=list)
+    # OAuth client ids whose client_credentials tokens (no user behind them) may call the resource. User
+    # tokens are never admitted by this list, and machine tokens never by allowed_users / allowed_orgs.
+    allowed_clients: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=100
+    )
 
     @field_validator("hostname")
     @classmethod

@@ -106,6 +106,7 @@ def auth_set(api: ApiClient, args: argparse.Namespace) -> Any:
         "allowed_orgs": args.allow_org or [],
         "public_paths": args.public_path or [],
         "allowed_origins": args.allow_origin or [],
+        "allowed_clients": args.allow_client or [],
     }
     if args.scope:
         body["required_scopes"] = args.scope
@@ -150,6 +151,7 @@ def oauth_client_create(api: ApiClient, args: argparse.Namespace) -> Any:
         "token_endpoint_auth_method": "none" if args.public else "client_secret_basic",
         "scope": " ".join(args.scope or []),
         "client_uri": args.client_uri or "",
+        "allow_client_credentials": args.client_credentials,
     }
     created = api.request("POST", OAUTH_CLIENTS, body)
     if created.get("client_secret") and not args.json:
@@ -184,6 +186,11 @@ def add_auth_commands(groups: Any, proxy: Any, command: Command) -> None:
     sub.add_argument("--public", action="store_true", help="public client: PKCE only, no secret")
     sub.add_argument("--scope", action="append", metavar="SCOPE")
     sub.add_argument("--client-uri", metavar="URL", help="home page shown on the consent page")
+    sub.add_argument(
+        "--client-credentials",
+        action="store_true",
+        help="also allow the client_credentials grant (machine client, no user)",
+    )
     command(client, "list", lambda api, a: api.request("GET", OAUTH_CLIENTS), OAUTH_CLIENT_COLUMNS, many=True)
     sub = command(client, "show", lambda api, a: api.request("GET", _client_path(a.client_id)), [])
     sub.add_argument("client_id")
@@ -199,6 +206,12 @@ def add_auth_commands(groups: Any, proxy: Any, command: Command) -> None:
     sub.add_argument("--allow-org", action="append", metavar="ORG", help="GitHub organisation")
     sub.add_argument("--scope", action="append", metavar="SCOPE", help="required scope (default: mcp)")
     sub.add_argument("--public-path", action="append", metavar="PREFIX", help="path prefix needing no token")
+    sub.add_argument(
+        "--allow-client",
+        action="append",
+        metavar="CLIENT_ID",
+        help="OAuth client whose client_credentials tokens (no user) are allowed",
+    )
     sub.add_argument(
         "--allow-origin",
         action="append",

@@ -45,7 +45,12 @@ def authorization_server_metadata(issuer: str, scopes_supported: list[str]) -> d
         "device_authorization_endpoint": endpoint(issuer, "/device/code"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            DEVICE_CODE_GRANT,
+            "client_credentials",  # machine clients the admin pre-registered with it enabled
+        ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,

@@ -26,6 +26,7 @@ from .api_access import api_login
 from .auth_host import keep_issuer_reachable
 from .authorization import AuthorizationEndpoint, AuthorizationSettings
 from .client_auth import authenticate_client
+from .client_credentials import ClientCredentialsGrant
 from .client_metadata_documents import MetadataDocuments, is_metadata_document_client_id
 from .cookies import CookieSigner
 from .device_flow import DEVICE_GRANT, DeviceFlow
@@ -90,6 +91,7 @@ class _Configured:
             refresh_grace_seconds=s.OAUTH_REFRESH_GRACE_SECONDS,
             refresh_ttl_seconds=s.OAUTH_REFRESH_TOKEN_TTL_SECONDS,
             device_grant=self.device.token,
+            client_credentials_grant=ClientCredentialsGrant(self.issuer, server.catalogue).token,
         )
         self.status = TokenStatus(
             server.state, keys, s.OAUTH_REFRESH_TOKEN_TTL_SECONDS, s.OAUTH_REFRESH_GRACE_SECONDS

@@ -1,5 +1,6 @@
 """The token endpoint (RFC 6749 §3.2): authorization_code (with PKCE, RFC 7636), refresh_token (rotation
-with a grace window and family revocation on reuse) and the device-code grant (delegated to device_flow).
+with a grace window and family revocation on reuse), the device-code grant (delegated to device_flow) and
+client_credentials for admin-enabled machine clients (delegated to client_credentials).
 
 - A code is consumed atomically; a second redemption revokes the grant the first one created.
 - A refresh token is rotated on every use. Presenting an already-rotated token within
@@ -30,7 +31,9 @@ log = logging.getLogger(__name__)
 AUTHORIZATION_CODE = "authorization_code"
 REFRESH_TOKEN = "refresh_token"
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+CLIENT_CREDENTIALS = "client_credentials"
 
+# A grant handled elsewhere (device_flow, client_credentials): the authenticated client and the request.
 DeviceGrant = Callable[[OAuthClient, Params], Awaitable[dict[str, Any]]]
 
 
@@ -58,12 +61,14 @@ class TokenEndpoint:
         refresh_grace_seconds: int,
         refresh_ttl_seconds: int,
         device_grant: DeviceGrant,
+        client_credentials_grant: DeviceGrant,
     ) -> None:
         self._state = state
         self._issuer = issuer
         self._grace = refresh_grace_seconds
         self._refresh_ttl = refresh_ttl_seconds
         self._device_grant = device_grant
+        self._client_credentials_grant = client_credentials_grant
 
     async def handle(self, client: OAuthClient, params: Params) -> dict[str, Any]:
         grant_type = params.require("grant_type")
@@ -73,6 +78,8 @@ class TokenEndpoint:
             return await self._refresh(client, params)
         if grant_type == DEVICE_CODE:
             return await self._device_grant(client, params)
+        if grant_type == CLIENT_CREDENTIALS:
+            return await self._client_credentials_grant(client, params)
         raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     async def _authorization_code(self, client: OAuthClient, params: Params) -> dict[str, Any]:

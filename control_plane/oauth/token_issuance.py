@@ -1,7 +1,8 @@
 """Minting tokens for a grant: a signed JWT access token and an opaque, hashed, rotating refresh token.
 
 Access-token claims: iss, sub, aud (the resource URI, or a list of them), exp, iat, nbf, jti, scope,
-client_id, login (the GitHub login), orgs and email (for per-proxy allowlists). Every jti is recorded
+client_id, login (the GitHub login), orgs and email (for per-proxy allowlists); a client_credentials token
+has no login, orgs or email. Every jti is recorded
 under its grant so revoking the grant revokes the access tokens it issued.
 """
 
@@ -50,9 +51,10 @@ class TokenIssuer:
             "jti": jti,
             "scope": scope,
             "client_id": grant.client_id,
-            "login": grant.user.login,
-            "orgs": grant.user.orgs,
         }
+        if grant.user.login:  # absent for a machine client (client_credentials): no user, no allowlists
+            claims["login"] = grant.user.login
+            claims["orgs"] = grant.user.orgs
         if grant.user.email:
             claims["email"] = grant.user.email
         access_token = self._keys.sign(claims)

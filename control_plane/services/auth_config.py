@@ -60,6 +60,10 @@ class ProxyAuthSettings(BaseModel):
         default_factory=list,
         description="browser origins allowed to call (scheme://host[:port]); empty: any; others get 403",
     )
+    allowed_clients: list[str] = Field(
+        default_factory=list,
+        description="OAuth client ids whose client_credentials tokens (machine clients, no user) are allowed",
+    )
     identity_headers: dict[str, IdentityField] | None = Field(
         default=None, description="header sent upstream -> token field; omitted: X-Auth-User/Subject/Scopes"
     )
@@ -84,6 +88,7 @@ class ProxyAuthView(BaseModel):
     scope_rules: list[ScopeRule]
     public_paths: list[str]
     allowed_origins: list[str]
+    allowed_clients: list[str]
     identity_headers: dict[str, str]
     github_client_id: str
     github_client_secret_set: bool

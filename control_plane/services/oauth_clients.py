@@ -5,7 +5,8 @@ They follow the same metadata rules as DCR (redirect URIs: exact https or loopba
 authorization_code and refresh_token; auth method none, client_secret_basic or client_secret_post), get a
 client id with the `mhp_pre_` prefix and, for confidential clients, a secret shown once and stored as its
 SHA-256. Unlike DCR registrations they never expire and have no RFC 7592 registration token: only the admin
-manages them, through `/api/v1/oauth/clients/`.
+manages them, through `/api/v1/oauth/clients/`. A confidential one may also be allowed the
+client_credentials grant (a machine client; see oauth/client_credentials.py), which DCR never grants.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.models import OAuthClient
 
 from ..errors import InvalidInput, NotFound
+from ..oauth.client_credentials import CLIENT_CREDENTIALS
 from ..oauth.errors import OAuthError
 from ..oauth.registration import build_client, parse_metadata
 from ..oauth.state_store import OAuthState
@@ -38,6 +40,10 @@ class OAuthClientCreate(BaseModel):
     )
     scope: str = Field(default="", max_length=1000)
     client_uri: str = Field(default="", max_length=2000)
+    allow_client_credentials: bool = Field(
+        default=False,
+        description="also allow the client_credentials grant (a machine client with no user; needs a secret)",
+    )
 
 
 class OAuthClientView(BaseModel):
@@ -67,8 +73,12 @@ class PreRegisteredClients:
 
     async def create(self, principal: Principal, body: OAuthClientCreate) -> OAuthClientCreated:
         principal.require_admin("register OAuth clients")
+        if body.allow_client_credentials and body.token_endpoint_auth_method == "none":
+            raise InvalidInput(
+                "allow_client_credentials needs a confidential client (a secret), not auth method none"
+            )
         metadata_input: dict[str, Any] = {
-            **body.model_dump(),
+            **body.model_dump(exclude={"allow_client_credentials"}),
             "grant_types": ["authorization_code", "refresh_token"],
         }
         try:
@@ -78,6 +88,8 @@ class PreRegisteredClients:
         client_id = CLIENT_ID_PREFIX + secrets.token_urlsafe(18)
         secret = secrets.token_urlsafe(32) if metadata.token_endpoint_auth_method != "none" else ""
         client = build_client(client_id, metadata, "", secret, issued_at=int(time.time()))
+        if body.allow_client_credentials:
+            client = client.model_copy(update={"grant_types": [*client.grant_types, CLIENT_CREDENTIALS]})
         await self._state.put_preregistered_client(client)
         return OAuthClientCreated(**OAuthClientView.of(client).model_dump(), client_secret=secret or None)
 

@@ -49,6 +49,7 @@ class ProxyAccessPolicy:
     allowed_orgs: frozenset[str]
     identity_headers: tuple[tuple[str, str], ...]
     allowed_origins: frozenset[str] = frozenset()  # empty: Origin is not checked
+    allowed_clients: frozenset[str] = frozenset()  # client_credentials tokens admitted, by client id
 
     @classmethod
     def compile(cls, config: ProxyAuthConfig, resource: ProxyResource | None) -> ProxyAccessPolicy:
@@ -73,6 +74,7 @@ class ProxyAccessPolicy:
             allowed_orgs=frozenset(config.allowed_orgs),
             identity_headers=tuple(config.identity_headers.items()),
             allowed_origins=frozenset(config.allowed_origins),
+            allowed_clients=frozenset(config.allowed_clients),
         )
 
     def is_public(self, path: str) -> bool:
@@ -100,6 +102,7 @@ class ProxyAccessPolicy:
             scopes=self.scopes_for(path, method),
             allowed_users=self.allowed_users,
             allowed_orgs=self.allowed_orgs,
+            allowed_clients=self.allowed_clients,
         )
 
     def stripped_header(self, name: str) -> bool:
@@ -123,8 +126,10 @@ class ProxyAccessPolicy:
             "client_id": identity.client_id,
             "name": identity.name,
         }
-        # Header values must not carry control characters (they come from GitHub via our token).
+        # Header values must not carry control characters (they come from GitHub via our token). A field the
+        # token does not have (a machine client has no login) is left out rather than sent empty.
         return [
             (header, "".join(ch for ch in values[field] if ch >= " " and ch != "\x7f"))
             for header, field in self.identity_headers
+            if values[field]
         ]

@@ -76,7 +76,7 @@ class McpCheck:
 class Forward:
     headers: Headers
     mcp_check: McpCheck | None = None
-    login: str = ""  # who the request runs as ("" when no token was needed)
+    login: str = ""  # who the request runs as: a login, "client:<id>" for a machine, "" without a token
 
 
 GateDecision = Answer | ToAuthorizationServer | Forward
@@ -202,7 +202,7 @@ def decide(
             None if mcp_method is None else mcp_method.decode("latin-1"),
             None if mcp_name is None else mcp_name.decode("latin-1"),
         )
-    return Forward(kept, check, identity.login)
+    return Forward(kept, check, identity.login or identity.sub)
 
 
 def _upstream_headers(policy: ProxyAccessPolicy, headers: Headers) -> Headers:

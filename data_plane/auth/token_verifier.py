@@ -87,6 +87,7 @@ class TokenRequirements:
     scopes: tuple[str, ...]
     allowed_users: frozenset[str]
     allowed_orgs: frozenset[str]
+    allowed_clients: frozenset[str] = frozenset()
     leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
 
 
@@ -187,6 +188,17 @@ def authorise(identity: Identity, requirements: TokenRequirements) -> Decision:
             "insufficient_scope",
             f"this request needs the scope(s): {' '.join(requirements.scopes)}",
             scope=" ".join(requirements.scopes),
+        )
+    if not identity.login:
+        # A machine token (client_credentials): no user stands behind it, so the user and organisation
+        # rules (including '*') never admit it; only its client id on the proxy's allowed clients does.
+        if identity.client_id and identity.client_id in requirements.allowed_clients:
+            return Allow(identity)
+        return Deny(
+            403,
+            "access_denied",
+            f"OAuth client {identity.client_id!r} is not allowed to use this service; "
+            "ask the operator of this proxy to add it to its allowed clients",
         )
     users = requirements.allowed_users
     if "*" in users or identity.login in users or requirements.allowed_orgs.intersection(identity.orgs):

@@ -63,7 +63,7 @@ def token(keys: SigningKeys, **overrides: Any) -> str:
 
 
 def policy(**overrides: Any) -> ProxyAccessPolicy:
-    config = ProxyAuthConfig(hostname=HOST, allowed_users=["alice"], **overrides)
+    config = ProxyAuthConfig(hostname=HOST, **{"allowed_users": ["alice"], **overrides})
     return ProxyAccessPolicy.compile(config, ProxyResource(hostname=HOST, path="/mcp", resource_name="Tools"))
 
 
@@ -302,3 +302,30 @@ def test_authorization_server_cookies_never_reach_upstream(keys: SigningKeys, co
     assert [v for n, v in decision.headers if n == b"cookie"] == [b"app=1; theme=dark"]
     only_ours = run(context, bearer=token(keys), headers=[(b"cookie", f"{SESSION_COOKIE}=s".encode())])
     assert isinstance(only_ours, Forward) and all(n != b"cookie" for n, _ in only_ours.headers)
+
+
+def test_machine_tokens_need_allowed_clients_and_user_rules_never_admit_them(
+    keys: SigningKeys, context: AuthContext
+) -> None:
+    claims = {
+        "iss": ISSUER,
+        "sub": "client:job",
+        "aud": RESOURCE,
+        "exp": NOW + 3600,
+        "iat": NOW,
+        "jti": "jti-m",
+        "scope": "mcp",
+        "client_id": "job",
+    }
+    machine = keys.sign(claims)
+    refused = run(context, bearer=machine, p=policy(allowed_users=["*"], allowed_orgs=["acme"]))
+    assert isinstance(refused, Answer) and refused.status == 403
+    assert "'job'" in body_of(refused)["error_description"]
+    admitted = run(context, bearer=machine, p=policy(allowed_clients=["job"]))
+    assert isinstance(admitted, Forward) and admitted.login == "client:job"
+    sent = dict(admitted.headers)
+    assert sent[b"x-auth-subject"] == b"client:job" and b"x-auth-user" not in sent  # no empty user header
+    # A user's token obtained through that same client is judged as the user's, not admitted by the client.
+    user_token = token(keys, client_id="job", login="mallory")
+    refused = run(context, bearer=user_token, p=policy(allowed_clients=["job"]))
+    assert isinstance(refused, Answer) and refused.status == 403
