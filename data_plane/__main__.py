@@ -1,8 +1,10 @@
 """`python -m data_plane [--workers N]`: run the data plane on uvloop.
 
 With --workers 1 (default) this process serves. With N > 1 it becomes a supervisor: it starts N worker
-processes of itself that all bind the same ports with SO_REUSEPORT, forwards SIGTERM/SIGINT to them, and exits
-when they have all stopped (a worker that dies is reported; the supervisor then stops the rest).
+processes of itself that all bind the same public ports with SO_REUSEPORT, forwards SIGTERM/SIGINT to them,
+and exits when they have all stopped (a worker that dies is reported; the supervisor then stops the rest).
+Worker i's internal listener (/health, /metrics) is on INTERNAL_PORT + i: each worker's counters are its own,
+so a scraper needs one stable target per worker (a shared port would hand it a random worker per scrape).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_plane", description=__doc__)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (SO_REUSEPORT)")
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
@@ -38,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     limits = Limits.from_settings(settings)
     if args.workers > 1:
         return _supervise(args.workers)
-    uvloop.run(serve(settings, limits, reuse_port=args.reuse_port))
+    uvloop.run(serve(settings, limits, reuse_port=args.reuse_port, worker_index=args.worker_index))
     return 0
 
 
 def _supervise(workers: int) -> int:
     argv = [sys.executable, "-m", "data_plane", "--reuse-port"]
-    children = [subprocess.Popen(argv) for _ in range(workers)]
+    children = [subprocess.Popen([*argv, "--worker-index", str(index)]) for index in range(workers)]
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:

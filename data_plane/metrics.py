@@ -3,8 +3,8 @@
 Each `Metrics` owns its own CollectorRegistry (never the process-global default one), so several instances
 can live in one test process and nothing registers twice. Label values come from small closed sets (status
 codes as strings, reload results), so the series count stays bounded whatever clients send. Each worker
-process has its own instance; aggregating across `--workers` is the scraper's job (one target per worker) or
-a later change.
+process has its own instance on its own internal port (INTERNAL_PORT + worker index); summing across
+`--workers` is the scraper's job, with one target per worker.
 
 The two series touched on every request (requests by status, upstream latency) are plain integer arrays
 folded into Prometheus families at scrape time by a collector: prometheus_client's own Counter and Histogram

@@ -42,7 +42,9 @@ TASK_STOP_SECONDS = 3.0
 GC_GEN0_THRESHOLD = 20_000
 
 
-async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False) -> None:
+async def serve(
+    settings: Settings, limits: Limits, *, reuse_port: bool = False, worker_index: int = 0
+) -> None:
     loop = asyncio.get_running_loop()
     redis = create_redis(settings)
     metrics = Metrics()
@@ -99,11 +101,10 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
                 backlog=LISTEN_BACKLOG,
             )
         )
+    # Not shared between workers: each one's metrics are its own (see __main__).
+    internal_port = settings.INTERNAL_PORT + worker_index if settings.INTERNAL_PORT else 0
     internal = await asyncio.start_server(
-        lambda r, w: handle_internal(runtime, r, w),
-        settings.INTERNAL_HOST,
-        settings.INTERNAL_PORT,
-        reuse_port=reuse_port,
+        lambda r, w: handle_internal(runtime, r, w), settings.INTERNAL_HOST, internal_port
     )
     servers.append(internal)
     # Startup objects (modules, pydantic schemas) never die: keep them out of every future GC pass, and
@@ -125,7 +126,7 @@ async def serve(settings: Settings, limits: Limits, *, reuse_port: bool = False)
         settings.PROXY_PROTOCOL_PORT,
         settings.PROXY_PROTOCOL_TLS_PORT if server_context is not None else "off",
         settings.INTERNAL_HOST,
-        settings.INTERNAL_PORT,
+        internal_port,
         runtime.table.version,
     )
     await stop.wait()

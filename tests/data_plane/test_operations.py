@@ -4,6 +4,7 @@ complete) while new connections are refused, and leaves no process behind."""
 from __future__ import annotations
 
 import http.client
+import re
 import signal
 import socket
 import threading
@@ -27,6 +28,11 @@ def children_of(pid: int) -> list[int]:
         return [int(p) for p in handle.read().split()]
 
 
+def _requests_200(metrics: str) -> float:
+    match = re.search(r'^mhp_requests_total\{status="200"\} (\S+)$', metrics, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 def test_workers_share_the_port_and_stop_together(
     redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Path, http_backend: HttpBackend
 ) -> None:
@@ -34,17 +40,19 @@ def test_workers_share_the_port_and_stop_together(
     try:
         workers = children_of(plane.service.pid)
         assert len(workers) == 2
+        # Worker i answers /health and /metrics on INTERNAL_PORT + i, each with its own pid and counters.
+        internal = [
+            DataPlane(plane.http_port, plane.proxy_port, plane.internal_port + index, plane.service)
+            for index in (0, 1)
+        ]
         version = configure(redis_sync, plane, [proxy_to(http_backend.url)])
-        # Each worker loads the table on its own; /health is answered by whichever worker accepts, so poll
-        # until both workers have reported the new version.
-        versions: dict[int, int] = {}
-        deadline = time.monotonic() + 10
-        while set(versions) != set(workers) or min(versions.values()) < version:
-            assert time.monotonic() < deadline, f"workers' config versions: {versions}, want {version}"
-            body = plane.health()[1]
-            versions[body["pid"]] = body["config_version"]
+        for worker in internal:
+            worker.wait_for_version(version, timeout=10)  # each worker loads the table on its own
+        assert {worker.health()[1]["pid"] for worker in internal} == set(workers)
         for _ in range(20):  # every worker loaded the table: any connection may land on any worker
             assert get(plane, "/echo")[0] == 200
+        counted = sum(_requests_200(worker.metrics()) for worker in internal)
+        assert counted == 20  # every request counted once, by the worker that served it
         plane.service.signal(signal.SIGTERM)
         assert plane.service.process is not None
         assert plane.service.process.wait(timeout=15) == 0
