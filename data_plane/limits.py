@@ -22,6 +22,7 @@ class Limits:
     upstream_idle_seconds: float
     max_response_head_bytes: int
     shutdown_drain_seconds: float  # SIGTERM: in-flight requests get this long to finish
+    tls_handshake_timeout_seconds: float  # TLS handshake (and a PROXY header before it); then close
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -34,4 +35,5 @@ class Limits:
             upstream_idle_seconds=settings.DP_UPSTREAM_IDLE_SECONDS,
             max_response_head_bytes=settings.DP_MAX_RESPONSE_HEAD_BYTES,
             shutdown_drain_seconds=settings.DP_SHUTDOWN_DRAIN_SECONDS,
+            tls_handshake_timeout_seconds=settings.DP_TLS_HANDSHAKE_TIMEOUT_SECONDS,
         )

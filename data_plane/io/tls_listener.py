@@ -32,8 +32,6 @@ from data_plane.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_SECONDS = 10.0
-PROXY_HEADER_SECONDS = 10.0
 # At most this many failure lines per window; the rest are counted and summarised in one line.
 LOG_BURST = 20
 LOG_WINDOW_SECONDS = 10.0
@@ -46,7 +44,7 @@ class _ProxyHeaderRefused(Exception):
     pass
 
 
-def classify_handshake_error(exc: BaseException) -> tuple[TlsHandshakeResult, str]:
+def classify_handshake_error(exc: BaseException, timeout_seconds: float) -> tuple[TlsHandshakeResult, str]:
     """A failed handshake's metric label and a one-line reason for the log."""
     if isinstance(exc, ssl.SSLEOFError):
         return "closed", "client closed the connection during the handshake"
@@ -61,7 +59,7 @@ def classify_handshake_error(exc: BaseException) -> tuple[TlsHandshakeResult, st
     if isinstance(exc, TimeoutError) or (
         isinstance(exc, ConnectionAbortedError) and "taking longer" in str(exc)
     ):
-        return "timeout", f"handshake not completed within {HANDSHAKE_SECONDS:.0f}s"
+        return "timeout", f"handshake not completed within {timeout_seconds:g}s"
     if isinstance(exc, (ConnectionError, EOFError)):
         return "closed", "client closed the connection during the handshake"
     return "tls_error", f"{type(exc).__name__}: {exc}"
@@ -134,14 +132,13 @@ class TlsListener:
         sockets: list[socket.socket],
         *,
         proxy_header: bool = False,
-        handshake_seconds: float = HANDSHAKE_SECONDS,
     ) -> None:
         self._runtime = runtime
         self._loop = runtime.loop
         self._context = context
         self._sockets = sockets
         self._proxy_header = proxy_header
-        self._handshake_seconds = handshake_seconds
+        self._handshake_seconds = runtime.limits.tls_handshake_timeout_seconds
         self._max_pending = runtime.limits.max_connections
         self._pending: set[asyncio.Task[None]] = set()
         self._failures = _FailureLog()
@@ -201,7 +198,7 @@ class TlsListener:
             self._failures.failure(peer, "proxy_header", str(exc))
         except Exception as exc:
             sock.close()
-            result, reason = classify_handshake_error(exc)
+            result, reason = classify_handshake_error(exc, self._handshake_seconds)
             self._count(result)
             self._failures.failure(client_address or peer, result, reason)
         else:
@@ -218,7 +215,7 @@ class TlsListener:
         if not is_trusted(peer, self._runtime.settings.trusted_proxy_networks):
             raise _ProxyHeaderRefused("PROXY protocol connection from an untrusted address")
         received = bytearray()
-        deadline = self._loop.time() + PROXY_HEADER_SECONDS
+        deadline = self._loop.time() + self._handshake_seconds
         while True:
             await self._readable(sock, deadline)
             peeked = sock.recv(MAX_PROXY_HEADER_BYTES - len(received), socket.MSG_PEEK)

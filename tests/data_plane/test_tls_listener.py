@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,7 +18,8 @@ from tests.certificates.test_cert_store import LocalCA
 from tests.data_plane.backends import HttpBackend
 from tests.data_plane.conftest import DataPlane
 from tests.data_plane.helpers import configure, get, proxy_to
-from tests.data_plane.tls_plane import bump, client_context, https_request, peer_certificate
+from tests.data_plane.tls_plane import bump, client_context, https_request, peer_certificate, start_tls_plane
+from tests.harness.services import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,15 +137,35 @@ def test_garbage_on_tls_port_closes_cleanly_and_is_logged(
 
 
 def test_handshake_errors_are_classified_for_the_metric_and_log() -> None:
-    # The exception shapes asyncio/uvloop raise from connect_accepted_socket (timeouts cannot be waited
-    # for in a test: the handshake deadline is 10 s).
+    # The exception shapes asyncio/uvloop raise from connect_accepted_socket.
     timeout = ConnectionAbortedError(
         "SSL handshake is taking longer than 10.0 seconds: aborting the connection"
     )
-    assert classify_handshake_error(timeout)[0] == "timeout"
-    assert classify_handshake_error(TimeoutError())[0] == "timeout"
-    assert classify_handshake_error(ConnectionResetError())[0] == "closed"
-    assert classify_handshake_error(ConnectionAbortedError("peer aborted"))[0] == "closed"
+    assert classify_handshake_error(timeout, 10.0)[0] == "timeout"
+    assert classify_handshake_error(TimeoutError(), 10.0)[0] == "timeout"
+    assert classify_handshake_error(ConnectionResetError(), 10.0)[0] == "closed"
+    assert classify_handshake_error(ConnectionAbortedError("peer aborted"), 10.0)[0] == "closed"
     eof = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
-    assert classify_handshake_error(eof)[0] == "closed"
-    assert classify_handshake_error(ValueError("odd"))[0] == "tls_error"
+    assert classify_handshake_error(eof, 10.0)[0] == "closed"
+    assert classify_handshake_error(ValueError("odd"), 10.0)[0] == "tls_error"
+
+
+def test_silent_client_is_closed_after_the_handshake_timeout(
+    redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    plane, https_port = start_tls_plane(
+        redis_server, tmp_path, extra_env={"DP_TLS_HANDSHAKE_TIMEOUT_SECONDS": "0.5"}
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", https_port), timeout=10) as sock:
+            sock.sendall(b"\x16\x03\x01")  # a ClientHello that never completes
+            try:
+                closed = sock.recv(65536) == b""
+            except ConnectionResetError:
+                closed = True
+        assert closed  # the server hung up; recv did not run into the client's own 10 s timeout
+        assert _handshake_count(plane, "timeout") == 1
+        log_text = plane.service.log_path.read_text(errors="replace")
+        assert "failed (timeout): handshake not completed within 0.5s" in log_text
+    finally:
+        plane.service.stop()
