@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     GITHUB_TOKEN_URL: str = "https://github.com/login/oauth/access_token"
     GITHUB_DEVICE_CODE_URL: str = "https://github.com/login/device/code"
     GITHUB_API_URL: str = "https://api.github.com"
+    # Who signs users in: GitHub (default) or any OpenID Connect provider
+    UPSTREAM_IDENTITY_PROVIDER: Literal["github", "oidc"] = "github"
+    OIDC_ISSUER: str = ""
+    OIDC_CLIENT_ID: str = ""
+    OIDC_CLIENT_SECRET: str = ""
+    OIDC_SCOPES: str = "openid profile email"
+    OIDC_LOGIN_CLAIM: str = "preferred_username"
+    OIDC_GROUPS_CLAIM: str = "groups"
     # GitHub logins (comma-separated) whose `mhp oauth login` tokens act as ADMIN_TOKEN on the management API
     ADMIN_GITHUB_USERS: str = ""
     # Client ID Metadata Documents may be fetched from private/loopback addresses (tests only; SSRF guard)

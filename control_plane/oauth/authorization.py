@@ -26,11 +26,12 @@ from . import pkce
 from .consent_page import consent_page
 from .cookies import CONSENT_COOKIE, FLOW_COOKIE, SESSION_COOKIE, CookieSigner, clear_cookie
 from .errors import OAuthError, PageError, RedirectError
-from .github import GitHub, GitHubApp
+from .github import GitHubApp
 from .params import Params, scope_list
 from .redirect_uris import matches
 from .resource_indicators import ResourceCatalogue
 from .state_store import OAuthState
+from .upstream import UpstreamIdentityProvider
 
 REQUEST_TTL_SECONDS = 600
 SESSION_TTL_SECONDS = 8 * 3600
@@ -67,7 +68,7 @@ class AuthorizationEndpoint:
         self,
         settings: AuthorizationSettings,
         state: OAuthState,
-        github: GitHub,
+        upstream: UpstreamIdentityProvider,
         signer: CookieSigner,
         catalogue: Callable[[], Awaitable[ResourceCatalogue]],
         github_app: Callable[[str], Awaitable[GitHubApp | None]],
@@ -76,7 +77,7 @@ class AuthorizationEndpoint:
         self._find_client = find_client
         self._settings = settings
         self._state = state
-        self._github = github
+        self._upstream = upstream
         self._signer = signer
         self._catalogue = catalogue
         self._github_app = github_app
@@ -231,7 +232,7 @@ class AuthorizationEndpoint:
         callback = f"{self._settings.issuer}/callback"
         try:
             app = await self._github_app(request.upstream_app_hostname)
-            location = self._github.authorize_url(
+            location = await self._upstream.authorize_url(
                 redirect_uri=callback, state=upstream_state, code_challenge=pkce.s256(verifier), app=app
             )
         except OAuthError as exc:
@@ -282,13 +283,13 @@ class AuthorizationEndpoint:
                 [clear_cookie(FLOW_COOKIE)],
             )
         try:
-            github_token = await self._github.exchange_code(
+            upstream_token = await self._upstream.exchange_code(
                 code=code,
                 redirect_uri=login.redirect_uri,
                 code_verifier=login.code_verifier,
                 app=await self._github_app(login.upstream_app_hostname),
             )
-            user = await self._github.identity(github_token)
+            user = await self._upstream.identity(upstream_token)
         except OAuthError as exc:
             return self.error_redirect(
                 RedirectError(

@@ -16,11 +16,11 @@ from shared.models import DeviceLogin, OAuthClient, OAuthGrant
 from shared.secrets import token_sha256
 
 from .errors import OAuthError
-from .github import GitHub
 from .params import Params, scope_list
 from .resource_indicators import ResourceCatalogue
 from .state_store import OAuthState
 from .token_issuance import TokenIssuer
+from .upstream import UpstreamIdentityProvider
 
 DEFAULT_DEVICE_TTL_SECONDS = 900
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -31,13 +31,13 @@ class DeviceFlow:
         self,
         issuer_url: str,
         state: OAuthState,
-        github: GitHub,
+        upstream: UpstreamIdentityProvider,
         issuer: TokenIssuer,
         catalogue: Callable[[], Awaitable[ResourceCatalogue]],
     ) -> None:
         self._issuer_url = issuer_url
         self._state = state
-        self._github = github
+        self._upstream = upstream
         self._tokens = issuer
         self._catalogue = catalogue
 
@@ -46,7 +46,7 @@ class DeviceFlow:
         requested = params.all("resource")
         resources = catalogue.validate(requested) if requested else [self._issuer_url]
         scopes = [s for s in scope_list(params.get("scope")) if s in catalogue.scopes_supported] or ["mcp"]
-        upstream = await self._github.start_device_flow()
+        upstream = await self._upstream.start_device_flow()
         device_code = secrets.token_urlsafe(32)
         ttl = int(upstream.get("expires_in") or DEFAULT_DEVICE_TTL_SECONDS)
         interval = int(upstream.get("interval") or 5)
@@ -77,11 +77,11 @@ class DeviceFlow:
         login = await self._state.get_device_login(digest)
         if login is None or login.client_id != client.client_id:
             raise OAuthError("expired_token", "the device code is unknown or has expired")
-        github_token = await self._github.poll_device_flow(login.upstream_device_code)
+        upstream_token = await self._upstream.poll_device_flow(login.upstream_device_code)
         # Single use: only the poll that deletes the login issues tokens.
         if not await self._state.delete_device_login(digest):
             raise OAuthError("expired_token", "the device code was already used")
-        user = await self._github.identity(github_token)
+        user = await self._upstream.identity(upstream_token)
         grant = OAuthGrant(
             family_id=secrets.token_urlsafe(18),
             client_id=client.client_id,

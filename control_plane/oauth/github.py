@@ -65,7 +65,7 @@ class GitHub:
             )
         return GitHubApp(self._ep.client_id, self._ep.client_secret)
 
-    def authorize_url(
+    async def authorize_url(
         self, *, redirect_uri: str, state: str, code_challenge: str, app: GitHubApp | None = None
     ) -> str:
         query = urlencode(

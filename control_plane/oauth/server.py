@@ -34,6 +34,7 @@ from .errors import NotConfigured, OAuthError
 from .github import GitHub, GitHubApp, GitHubEndpoints
 from .introspection import TokenStatus
 from .metadata import authorization_server_metadata
+from .oidc import OidcProvider, OidcSettings
 from .params import Params
 from .registration import Registrations
 from .resource_indicators import ResourceCatalogue, load_catalogue
@@ -41,6 +42,7 @@ from .signing import SigningKeyError, SigningKeys
 from .state_store import OAuthState
 from .token_endpoint import TokenEndpoint
 from .token_issuance import Lifetimes, TokenIssuer
+from .upstream import UpstreamIdentityProvider
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +80,13 @@ class _Configured:
                 consent_ttl_seconds=s.OAUTH_CONSENT_TTL_SECONDS,
             ),
             server.state,
-            server.github,
+            server.upstream,
             CookieSigner(keys.private_pem),
             server.catalogue,
             server.github_app,
             server.find_client,
         )
-        self.device = DeviceFlow(server.issuer, server.state, server.github, self.issuer, server.catalogue)
+        self.device = DeviceFlow(server.issuer, server.state, server.upstream, self.issuer, server.catalogue)
         self.tokens = TokenEndpoint(
             server.state,
             self.issuer,
@@ -116,6 +118,19 @@ class OAuthServer:
             ),
             self.http,
         )
+        self.upstream: UpstreamIdentityProvider = self.github
+        if settings.UPSTREAM_IDENTITY_PROVIDER == "oidc":
+            self.upstream = OidcProvider(
+                OidcSettings(
+                    issuer=settings.OIDC_ISSUER,
+                    client_id=settings.OIDC_CLIENT_ID,
+                    client_secret=settings.OIDC_CLIENT_SECRET,
+                    scopes=settings.OIDC_SCOPES,
+                    login_claim=settings.OIDC_LOGIN_CLAIM,
+                    groups_claim=settings.OIDC_GROUPS_CLAIM,
+                ),
+                self.http,
+            )
         self.metadata_documents = MetadataDocuments(
             redis, self.http, allow_private_networks=settings.OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS
         )
