@@ -8,8 +8,9 @@ client_secret_post). Who signed in comes from the userinfo endpoint with the pro
 is then dropped (it never reaches a protected resource):
 
 - `sub` becomes "oidc:<sub>";
-- the login is the OIDC_LOGIN_CLAIM claim (default `preferred_username`, else `email`), lower-cased; it is
-  what `allowed_users` and ADMIN_GITHUB_USERS match;
+- the login is the OIDC_LOGIN_CLAIM claim (default `preferred_username`, else `email` when
+  `email_verified` is true), lower-cased; it is what `allowed_users` and ADMIN_GITHUB_USERS match, so the
+  claim must be one users cannot choose freely at the provider;
 - the OIDC_GROUPS_CLAIM claim (default `groups`, a list) plays the part of GitHub organisations
   (`allowed_orgs`).
 
@@ -23,7 +24,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -35,6 +36,7 @@ from .github import GitHubApp, UpstreamError
 log = logging.getLogger(__name__)
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 NO_DEVICE_FLOW = "device login (mhp oauth login) needs the GitHub identity provider; use an API token instead"
 
 
@@ -80,6 +82,7 @@ class OidcProvider:
                 status=503,
             )
         issuer = s.issuer.rstrip("/")
+        _require_secure(issuer, "OIDC_ISSUER")
         document = await self._json("GET", issuer + DISCOVERY_PATH, what="the discovery document")
         if str(document.get("issuer", "")).rstrip("/") != issuer:
             raise UpstreamError(
@@ -91,6 +94,7 @@ class OidcProvider:
             value = document.get(field)
             if not isinstance(value, str) or not value.startswith(("https://", "http://")):
                 raise UpstreamError("server_error", f"the provider's discovery document lacks {field}")
+            _require_secure(value, field)
             endpoints[field] = value
         methods = document.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
         return _Endpoints(
@@ -188,16 +192,27 @@ class OidcProvider:
         raise OAuthError("unsupported_grant_type", NO_DEVICE_FLOW)
 
 
+def _require_secure(url: str, name: str) -> None:
+    """Codes, secrets and tokens cross these URLs: https only, except on loopback (a local provider)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+        return
+    raise UpstreamError("server_error", f"{name} must be an https URL (or http on loopback): {url!r}")
+
+
 def identity_from_claims(claims: dict[str, Any], settings: OidcSettings) -> UserIdentity:
     """The signed-in user from userinfo claims; refuses a response without a subject or a login."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
         raise UpstreamError("server_error", "the userinfo answer has no subject")
-    login = claims.get(settings.login_claim) or claims.get("email")
+    login = claims.get(settings.login_claim)
+    if not login and claims.get("email_verified") is True:
+        # Only a verified address may stand in for the login: allowlists and admin rights hang on it.
+        login = claims.get("email")
     if not isinstance(login, str) or not login.strip():
         raise UpstreamError(
             "access_denied",
-            f"the identity provider sent no {settings.login_claim!r} or email for this user",
+            f"the identity provider sent no {settings.login_claim!r} claim or verified email for this user",
             400,
         )
     groups = claims.get(settings.groups_claim, [])

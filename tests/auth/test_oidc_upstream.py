@@ -131,6 +131,13 @@ async def test_refusals(http: httpx.AsyncClient, oidc: OidcFake) -> None:
     assert device.status_code == 400 and device.json()["error"] == "unsupported_grant_type"
     assert "GitHub" in device.json()["error_description"]
 
+    async with httpx.AsyncClient() as outside:
+        plain = OidcSettings("http://idp.example", "c", "s", "openid", "preferred_username", "groups")
+        with pytest.raises(UpstreamError, match="https"):
+            await OidcProvider(plain, outside).authorize_url(
+                redirect_uri="http://127.0.0.1/cb", state="s", code_challenge=_S256_OF_VERIFIER
+            )
+
     oidc.issuer_override = "https://someone-else.example"
     try:
         async with httpx.AsyncClient() as outside:
@@ -144,8 +151,11 @@ async def test_refusals(http: httpx.AsyncClient, oidc: OidcFake) -> None:
 
 def test_identity_from_claims() -> None:
     settings = OidcSettings("https://idp", "c", "s", "openid", "preferred_username", "roles")
-    identity = identity_from_claims({"sub": "1", "email": "Eve@Example.com", "roles": "admin"}, settings)
+    verified = {"sub": "1", "email": "Eve@Example.com", "email_verified": True, "roles": "admin"}
+    identity = identity_from_claims(verified, settings)
     assert (identity.login, identity.orgs, identity.sub) == ("eve@example.com", ["admin"], "oidc:1")
+    with pytest.raises(UpstreamError, match="verified email"):  # anyone can type an unverified address
+        identity_from_claims({**verified, "email_verified": False}, settings)
     with pytest.raises(UpstreamError):
         identity_from_claims({"email": "x@example.com"}, settings)  # no subject
 
