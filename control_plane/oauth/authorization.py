@@ -2,8 +2,8 @@
 callback from the upstream login.
 
     GET  /authorize          validate; remembered consent + session -> code now; else the consent page
-    POST /authorize/consent  CSRF-checked approve/deny; approve -> GitHub (state + PKCE upstream)
-    GET  /callback           single-use state bound to this browser -> GitHub identity -> our code
+    POST /authorize/consent  CSRF-checked approve/deny; approve -> GitHub or OIDC (state + PKCE)
+    GET  /callback           single-use state bound to this browser -> upstream identity -> our code
 
 Until client_id and redirect_uri are known good, errors are a safe HTML page (PageError); after that they
 are redirected to the client (RedirectError) with `state` and `iss` (RFC 9207). Codes are single-use, bound
