@@ -74,6 +74,22 @@ def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocumentServ
         server.stop()
 
 
+def oauth_control_plane_env(redis_server: RedisServer, port: int, signing_key_b64: str) -> dict[str, str]:
+    """A control plane acting as the authorization server on `port`, with no ACME traffic."""
+    env = control_plane_env(redis_server, port)
+    env.update(
+        OAUTH_ISSUER=f"http://127.0.0.1:{port}",
+        OAUTH_JWT_PRIVATE_KEY_B64=signing_key_b64,
+        KEY_ENCRYPTION_KEY_B64=new_key_b64(),  # per-proxy GitHub app secrets are stored encrypted
+        # No certificate worker here: it would consume the certificate tests' workflow events on this Redis.
+        ACME_WORKER_ENABLED="false",
+        # Should one start anyway, keep its ACME traffic on a closed loopback port.
+        ACME_DIRECTORY_URL="http://127.0.0.1:1/directory",
+        ACME_STAGING_URL="http://127.0.0.1:1/directory",
+    )
+    return env
+
+
 @pytest.fixture(scope="session")
 def auth_control_plane(
     redis_server: RedisServer,
@@ -83,21 +99,13 @@ def auth_control_plane(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningControlPlane]:
     port = free_port()
-    env = control_plane_env(redis_server, port)
+    env = oauth_control_plane_env(redis_server, port, signing_key_b64)
     env.update(github.settings_env())
     env.update(
-        OAUTH_ISSUER=f"http://127.0.0.1:{port}",
-        OAUTH_JWT_PRIVATE_KEY_B64=signing_key_b64,
         OAUTH_REFRESH_GRACE_SECONDS="0",
         # alice's `mhp oauth login` token acts as the admin on the management API; other logins do not.
         ADMIN_GITHUB_USERS="Alice",
         BASE_DOMAIN="test.localhost",
-        KEY_ENCRYPTION_KEY_B64=new_key_b64(),  # per-proxy GitHub app secrets are stored encrypted
-        # No certificate worker here: it would consume the certificate tests' workflow events on this Redis.
-        ACME_WORKER_ENABLED="false",
-        # Should one start anyway, keep its ACME traffic on a closed loopback port.
-        ACME_DIRECTORY_URL="http://127.0.0.1:1/directory",
-        ACME_STAGING_URL="http://127.0.0.1:1/directory",
         # Client ID Metadata Documents come from the loopback HTTPS server above.
         OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS="true",
         SSL_CERT_FILE=str(documents.cert_path),

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from tests.harness.json_http import send_json
 
 
 @dataclass
@@ -129,15 +130,7 @@ class OidcFake:
                 return
 
             def _send(self, status: int, headers: dict[str, str], body: Any) -> None:
-                payload = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if body is not None:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_json(self, status, headers, body)
 
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)

@@ -14,11 +14,10 @@ from jose import jwt
 from control_plane.oauth.github import UpstreamError
 from control_plane.oauth.oidc import OidcProvider, OidcSettings, identity_from_claims
 from control_plane.oauth.pkce import s256
-from shared.encryption import new_key_b64
-from tests.control_plane.conftest import RunningControlPlane, control_plane_env, start_control_plane
+from tests.control_plane.conftest import RunningControlPlane, start_control_plane
 from tests.harness.services import RedisServer, free_port
 
-from .conftest import RESOURCE, protect
+from .conftest import RESOURCE, oauth_control_plane_env, protect
 from .oauth_flow import Browser, login, redeem, register
 from .oidc_fake import OidcFake
 
@@ -49,17 +48,8 @@ def oidc_control_plane(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RunningControlPlane]:
     port = free_port()
-    env = control_plane_env(redis_server, port)
-    env.update(oidc.settings_env())
-    env.update(
-        OAUTH_ISSUER=f"http://127.0.0.1:{port}",
-        OAUTH_JWT_PRIVATE_KEY_B64=signing_key_b64,
-        BASE_DOMAIN="oidc.test.localhost",
-        KEY_ENCRYPTION_KEY_B64=new_key_b64(),
-        ACME_WORKER_ENABLED="false",
-        ACME_DIRECTORY_URL="http://127.0.0.1:1/directory",
-        ACME_STAGING_URL="http://127.0.0.1:1/directory",
-    )
+    env = oauth_control_plane_env(redis_server, port, signing_key_b64)
+    env.update(oidc.settings_env(), BASE_DOMAIN="oidc.test.localhost")
     service = start_control_plane(env, port, tmp_path_factory.mktemp("oidc_control_plane"))
     try:
         yield RunningControlPlane(url=f"http://127.0.0.1:{port}", service=service, env=env)
