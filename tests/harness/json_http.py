@@ -1,10 +1,11 @@
-"""Writing a JSON (or empty) answer from a `http.server` handler: what the identity-provider stand-ins in
-tests/auth share."""
+"""What the identity-provider stand-ins in tests/auth share: a loopback `http.server` in a thread, and
+writing a JSON (or empty) answer from its handler."""
 
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -19,3 +20,23 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, s
     handler.send_header("Content-Length", str(len(payload)))
     handler.end_headers()
     handler.wfile.write(payload)
+
+
+class LoopbackServer:
+    """A ThreadingHTTPServer on 127.0.0.1 (random port), served from a daemon thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
