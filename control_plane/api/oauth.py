@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from shared.models import OAuthClient
 from shared.secrets import constant_time_equal
 
 from ..oauth.authorization import Page, Redirect
@@ -38,6 +39,16 @@ async def _form(request: Request) -> Params:
 
 def _query(request: Request) -> Params:
     return parse_query(request.query_params.multi_items())
+
+
+async def _client_request(request: Request, runtime: Any) -> tuple[OAuthServer, Params, OAuthClient]:
+    """A form post from a client to the token-side endpoints: the server (configured, else 503), the
+    parameters, and the client they authenticate (RFC 6749 §2.3; 401 invalid_client otherwise)."""
+    server = _server(runtime)
+    server.ready  # noqa: B018 - raises NotConfigured before any client lookup
+    params = await _form(request)
+    client = await server.client_of(params, request.headers.get("authorization"))
+    return server, params, client
 
 
 MAX_JSON_BYTES = 64 * 1024
@@ -127,11 +138,8 @@ def build_router() -> APIRouter:
 
     @router.post("/token", summary="Token endpoint")
     async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server = _server(runtime)
-        ready = server.ready
-        params = await _form(request)
-        client = await server.client_of(params, request.headers.get("authorization"))
-        return JSONResponse(await ready.tokens.handle(client, params), headers=NO_STORE)
+        server, params, client = await _client_request(request, runtime)
+        return JSONResponse(await server.ready.tokens.handle(client, params), headers=NO_STORE)
 
     @router.post("/introspect", summary="Token introspection (RFC 7662)")
     async def introspect(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -148,28 +156,19 @@ def build_router() -> APIRouter:
 
     @router.post("/revoke", summary="Token revocation (RFC 7009)")
     async def revoke(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server = _server(runtime)
-        ready = server.ready
-        params = await _form(request)
-        client = await server.client_of(params, request.headers.get("authorization"))
-        await ready.status.revoke(client, params)
+        server, params, client = await _client_request(request, runtime)
+        await server.ready.status.revoke(client, params)
         return JSONResponse({}, headers=NO_STORE)
 
-    @router.post("/device/code", summary="Start a device login (RFC 8628), backed by GitHub's device flow")
+    @router.post("/device/code", summary="Start a device login (RFC 8628); GitHub's device flow, not with OIDC")
     async def device_code(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server = _server(runtime)
-        ready = server.ready
-        params = await _form(request)
-        client = await server.client_of(params, request.headers.get("authorization"))
-        return JSONResponse(await ready.device.start(client, params), headers=NO_STORE)
+        server, params, client = await _client_request(request, runtime)
+        return JSONResponse(await server.ready.device.start(client, params), headers=NO_STORE)
 
     @router.post("/device/token", summary="Poll a device login")
     async def device_token(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server = _server(runtime)
-        ready = server.ready
-        params = await _form(request)
-        client = await server.client_of(params, request.headers.get("authorization"))
-        return JSONResponse(await ready.device.token(client, params), headers=NO_STORE)
+        server, params, client = await _client_request(request, runtime)
+        return JSONResponse(await server.ready.device.token(client, params), headers=NO_STORE)
 
     return router
 
