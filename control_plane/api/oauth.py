@@ -160,7 +160,7 @@ def build_router() -> APIRouter:
         await server.ready.status.revoke(client, params)
         return JSONResponse({}, headers=NO_STORE)
 
-    @router.post("/device/code", summary="Start a device login (RFC 8628); GitHub's device flow, not with OIDC")
+    @router.post("/device/code", summary="Start a device login (RFC 8628; GitHub only, not OIDC)")
     async def device_code(request: Request, runtime: RuntimeDep) -> JSONResponse:
         server, params, client = await _client_request(request, runtime)
         return JSONResponse(await server.ready.device.start(client, params), headers=NO_STORE)
