@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -54,16 +54,7 @@ ReloadResult = Literal["success", "failure"]
 TlsHandshakeResult = Literal[
     "ok", "plain_http", "not_tls", "timeout", "closed", "tls_error", "overloaded", "proxy_header"
 ]
-TLS_HANDSHAKE_RESULTS: Final[tuple[TlsHandshakeResult, ...]] = (
-    "ok",
-    "plain_http",
-    "not_tls",
-    "timeout",
-    "closed",
-    "tls_error",
-    "overloaded",
-    "proxy_header",
-)
+TLS_HANDSHAKE_RESULTS: Final[tuple[TlsHandshakeResult, ...]] = get_args(TlsHandshakeResult)
 # Anything outside real HTTP status codes folds into one series instead of minting a new one.
 OUT_OF_RANGE_STATUS: Final = "other"
 

@@ -41,6 +41,15 @@ def _query(request: Request) -> Params:
     return parse_query(request.query_params.multi_items())
 
 
+async def _browser_params(request: Request, title: str) -> Params:
+    """The query (GET) or form (POST) of a browser-facing endpoint; unreadable ones are an HTML error page,
+    since nothing is known yet that a redirect to the client could be trusted with."""
+    try:
+        return _query(request) if request.method == "GET" else await _form(request)
+    except OAuthError as exc:
+        raise PageError(title, exc.description) from exc
+
+
 async def _client_request(request: Request, runtime: Any) -> tuple[OAuthServer, Params, OAuthClient]:
     """A form post from a client to the token-side endpoints: the server (configured, else 503), the
     parameters, and the client they authenticate (RFC 6749 §2.3; 401 invalid_client otherwise)."""
@@ -114,26 +123,17 @@ def build_router() -> APIRouter:
 
     @router.get("/authorize", summary="Authorization endpoint (code + PKCE S256)")
     async def authorize(request: Request, runtime: RuntimeDep) -> Response:
-        try:
-            params = _query(request)
-        except OAuthError as exc:
-            raise PageError("Invalid request", exc.description) from exc
+        params = await _browser_params(request, "Invalid request")
         return _respond(await _server(runtime).ready.authorization.authorize(params, dict(request.cookies)))
 
     @router.post("/authorize/consent", summary="Consent decision (form post from our consent page)")
     async def consent(request: Request, runtime: RuntimeDep) -> Response:
-        try:
-            form = await _form(request)
-        except OAuthError as exc:
-            raise PageError("Invalid request", exc.description) from exc
+        form = await _browser_params(request, "Invalid request")
         return _respond(await _server(runtime).ready.authorization.consent(form, dict(request.cookies)))
 
     @router.get("/callback", summary="Return from the upstream identity provider (GitHub)")
     async def callback(request: Request, runtime: RuntimeDep) -> Response:
-        try:
-            params = _query(request)
-        except OAuthError as exc:
-            raise PageError("Invalid sign-in response", exc.description) from exc
+        params = await _browser_params(request, "Invalid sign-in response")
         return _respond(await _server(runtime).ready.authorization.callback(params, dict(request.cookies)))
 
     @router.post("/token", summary="Token endpoint")

@@ -1,10 +1,12 @@
 """`mhp oauth login`, `mhp proxy auth|resource ...` and `mhp resources list`.
 
 mhp oauth login [--resource URI] [--scope S]       device flow (GitHub); prints the tokens
-mhp oauth client create NAME --redirect-uri URI... [--public] [--scope S] [--client-uri URL]
+mhp oauth client create NAME --redirect-uri URI... [--public] [--client-credentials] [--scope S]
+                        [--client-uri URL]
 mhp oauth client list | show ID | delete ID         pre-registered OAuth clients (admin only)
-mhp proxy auth set HOST [--allow-user L]... [--allow-org O]... [--scope S]... [--public-path P]...
-                        [--allow-origin O]... [--identity-header NAME=FIELD]... [--disabled]
+mhp proxy auth set HOST [--allow-user L]... [--allow-org O]... [--allow-client ID]... [--scope S]...
+                        [--public-path P]... [--allow-origin O]... [--identity-header NAME=FIELD]...
+                        [--disabled]
 mhp proxy auth show|remove HOST
 mhp proxy resource set HOST [--path P] [--scope S]... [--name N] [--docs URL]
 mhp proxy resource show HOST

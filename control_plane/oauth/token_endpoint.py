@@ -21,6 +21,7 @@ from shared.models import OAuthClient, OAuthGrant, RefreshRecord, canonical_reso
 from shared.secrets import token_sha256
 
 from . import pkce
+from .client_credentials import CLIENT_CREDENTIALS
 from .errors import OAuthError
 from .params import Params, scope_list
 from .state_store import OAuthState
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 AUTHORIZATION_CODE = "authorization_code"
 REFRESH_TOKEN = "refresh_token"
 DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
-CLIENT_CREDENTIALS = "client_credentials"
 
 # A grant handled elsewhere (device_flow, client_credentials): the authenticated client and the request.
 DeviceGrant = Callable[[OAuthClient, Params], Awaitable[dict[str, Any]]]

@@ -333,7 +333,9 @@ class ClientConnection(HttpChannel):
                 upgrade = True
             elif name == b"origin":
                 has_origin = True
-        if content_length <= 0 and not chunked:
+        # An answer of ours to a request with an unread body must close the connection.
+        has_body = chunked or content_length > 0
+        if not has_body:
             # A bodiless request has ended with its head: tell h11's state machine directly (what its
             # zero-length reader would yield from next_event, minus the reader) so the cycle can end.
             self.body_received()
@@ -349,7 +351,7 @@ class ClientConnection(HttpChannel):
         try:
             if target.startswith(_ACME_PREFIX):
                 # ACME HTTP-01 answers come from Redis before routing and auth, on any Host (issue 4).
-                return await self._answer_acme(record, target, close=chunked or content_length > 0)
+                return await self._answer_acme(record, target, close=has_body)
             if not target.startswith(b"/"):
                 if target == b"*" and method == b"OPTIONS":
                     pass
@@ -357,29 +359,25 @@ class ClientConnection(HttpChannel):
                     return self.answer_error(record, 400, "only origin-form request targets are supported")
             entry = lookup_proxy(runtime.table, host)
             if entry is None:
-                return self.answer_error(
-                    record, 404, f"unknown host: {host}", close=chunked or content_length > 0
-                )
+                return self.answer_error(record, 404, f"unknown host: {host}", close=has_body)
             if not entry.enabled:
-                return self.answer_error(
-                    record, 503, f"proxy {entry.hostname} is disabled", close=chunked or content_length > 0
-                )
+                return self.answer_error(record, 503, f"proxy {entry.hostname} is disabled", close=has_body)
             if self.scheme == b"http":
                 if entry.redirect_http and entry.enable_https and self._https_live(host):
-                    return self._redirect_to_https(record, host, target, close=chunked or content_length > 0)
+                    return self._redirect_to_https(record, host, target, close=has_body)
                 if not entry.enable_http:
                     return self.answer_error(
                         record,
                         421,
                         f"proxy {entry.hostname} is served over HTTPS only",
-                        close=chunked or content_length > 0,
+                        close=has_body,
                     )
             elif not entry.enable_https:
                 return self.answer_error(
                     record,
                     421,
                     f"proxy {entry.hostname} is not served over HTTPS",
-                    close=chunked or content_length > 0,
+                    close=has_body,
                 )
             if content_length > entry.max_request_body_bytes:
                 return self.answer_error(record, 413, "request body too large", close=True)
