@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from tests.harness.json_http import LoopbackServer, send_json
+from tests.harness.json_http import LoopbackFake, LoopbackServer, send_json
 
 
 @dataclass
@@ -50,7 +50,7 @@ class _Device:
     login: str | None = None
 
 
-class GitHubFake:
+class GitHubFake(LoopbackFake):
     def __init__(self, client_id: str = "gh-client-id", client_secret: str = "gh-client-secret") -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -63,17 +63,6 @@ class GitHubFake:
         self.authorize_requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._http = LoopbackServer(self._handler_class())
-
-    @property
-    def url(self) -> str:
-        return self._http.url
-
-    def start(self) -> GitHubFake:
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
 
     def add_user(self, user: FakeUser) -> None:
         self.users[user.login] = user

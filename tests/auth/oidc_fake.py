@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from tests.harness.json_http import LoopbackServer, send_json
+from tests.harness.json_http import LoopbackFake, LoopbackServer, send_json
 
 
 @dataclass
@@ -31,7 +31,7 @@ class _Code:
     code_challenge: str
 
 
-class OidcFake:
+class OidcFake(LoopbackFake):
     def __init__(self, client_id: str = "oidc-client", client_secret: str = "oidc-secret") -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -45,17 +45,6 @@ class OidcFake:
         self._tokens: dict[str, str] = {}
         self._lock = threading.Lock()
         self._http = LoopbackServer(self._handler_class())
-
-    @property
-    def url(self) -> str:
-        return self._http.url
-
-    def start(self) -> OidcFake:
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
 
     def settings_env(self) -> dict[str, str]:
         return {

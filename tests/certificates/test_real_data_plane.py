@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO_ROOT
 from tests.harness.pebble import Pebble
+from tests.harness.prometheus import sample_value
 from tests.harness.services import RedisServer, ServiceProcess, free_port, port_open
 
 from .conftest import ADMIN, CERTS, KEK_B64, wait_for_status
@@ -115,11 +115,9 @@ async def challenges_answered(internal_port: int) -> int:
     async with httpx.AsyncClient() as client:
         response = await client.get(f"http://127.0.0.1:{internal_port}/metrics")
     assert response.status_code == 200, response.text
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "mhp_acme_challenges_answered_total":
-                return int(sample.value)
-    raise AssertionError(f"no mhp_acme_challenges_answered_total on :{internal_port}/metrics")
+    value = sample_value(response.text, "mhp_acme_challenges_answered_total")
+    assert value is not None, f"no mhp_acme_challenges_answered_total on :{internal_port}/metrics"
+    return int(value)
 
 
 def pebble_validations(pebble: Pebble, domains: list[str]) -> int:

@@ -18,6 +18,7 @@ import redis
 
 from tests.conftest import REPO_ROOT
 from tests.data_plane.backends import HttpBackend, WebSocketBackend
+from tests.harness.prometheus import sample_value
 from tests.harness.services import RedisServer, ServiceProcess, free_port, port_open
 
 
@@ -43,6 +44,12 @@ class DataPlane:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.internal_port}/metrics", timeout=2) as resp:
             return str(resp.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of this process's /metrics; a missing series fails the test."""
+        value = sample_value(self.metrics(), name, **labels)
+        assert value is not None, f"no {name}{labels} in /metrics of :{self.internal_port}"
+        return value
 
     def wait_for_version(self, version: int, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout

@@ -30,7 +30,7 @@ from shared import keys
 from shared.models import ChangeEvent, ProxyAuthConfig, ProxyResource, ProxyTarget
 from tests.data_plane.backends import HttpBackend, WebSocketBackend
 from tests.data_plane.conftest import DataPlane, start_data_plane
-from tests.data_plane.helpers import echo_headers, get
+from tests.data_plane.helpers import echo_headers, get, raw_exchange
 from tests.harness.services import RedisServer
 
 pytestmark = pytest.mark.auth
@@ -370,11 +370,7 @@ def test_mcp_header_check_on_a_chunked_body(
         "Content-Type: application/json\r\nMcp-Method: tools/call\r\nMcp-Name: echo\r\n"
         "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     ).encode()
-    with socket.create_connection(("127.0.0.1", plane.http_port), timeout=10) as sock:
-        sock.sendall(head + chunks + b"0\r\n\r\n")
-        response = b""
-        while chunk := sock.recv(65536):
-            response += chunk
+    response = raw_exchange(plane, head + chunks + b"0\r\n\r\n", timeout=10)
     assert response.startswith(b"HTTP/1.1 200"), response[:300]
     assert json.loads(response.split(b"\r\n\r\n", 1)[1])["body_length"] == len(message)
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.data_plane.conftest import DataPlane
-from tests.data_plane.helpers import configure, proxy_to
+from tests.data_plane.helpers import configure, proxy_to, raw_exchange
 from tests.harness.services import free_port
 
 pytestmark = pytest.mark.proxy
@@ -161,14 +161,12 @@ def test_pipelined_requests_are_all_answered(
     # Each response is written without h11, so the next request is parsed by a fresh h11 connection that
     # must inherit the bytes already received.
     configure(redis_sync, data_plane, [proxy_to(upstream.url)])
-    with socket.create_connection(("127.0.0.1", data_plane.http_port), timeout=10) as sock:
-        sock.sendall(
-            b"GET /ok HTTP/1.1\r\nHost: app.test\r\n\r\n" * 2
-            + b"GET /ok HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
-        )
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = raw_exchange(
+        data_plane,
+        b"GET /ok HTTP/1.1\r\nHost: app.test\r\n\r\n" * 2
+        + b"GET /ok HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        timeout=10,
+    )
     head = b"HTTP/1.1 200 OK\r\n"
     assert data.count(head) == 3
     for part in data.split(head)[1:]:

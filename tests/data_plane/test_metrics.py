@@ -6,18 +6,14 @@ The exposition is parsed back with prometheus_client's own text parser, the same
 from __future__ import annotations
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from data_plane.metrics import Metrics
+from tests.harness.prometheus import SampleKey, samples
 
 
-def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(metrics: Metrics) -> dict[SampleKey, float]:
     body, _ = metrics.render()
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for family in text_string_to_metric_families(body.decode("utf-8")):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
+    return samples(body.decode("utf-8"))
 
 
 def test_every_metric_the_issue_names_is_exported_with_its_value() -> None:

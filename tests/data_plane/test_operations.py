@@ -4,7 +4,6 @@ complete) while new connections are refused, and leaves no process behind."""
 from __future__ import annotations
 
 import http.client
-import re
 import signal
 import socket
 import threading
@@ -18,6 +17,7 @@ from deploy.local.processes import pid_alive
 from tests.data_plane.backends import HttpBackend
 from tests.data_plane.conftest import DataPlane, start_data_plane
 from tests.data_plane.helpers import configure, get, proxy_to
+from tests.harness.prometheus import sample_value
 from tests.harness.services import RedisServer
 
 pytestmark = pytest.mark.proxy
@@ -26,11 +26,6 @@ pytestmark = pytest.mark.proxy
 def children_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         return [int(p) for p in handle.read().split()]
-
-
-def _requests_200(metrics: str) -> float:
-    match = re.search(r'^mhp_requests_total\{status="200"\} (\S+)$', metrics, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 def test_workers_share_the_port_and_stop_together(
@@ -51,7 +46,7 @@ def test_workers_share_the_port_and_stop_together(
         assert {worker.health()[1]["pid"] for worker in internal} == set(workers)
         for _ in range(20):  # every worker loaded the table: any connection may land on any worker
             assert get(plane, "/echo")[0] == 200
-        counted = sum(_requests_200(worker.metrics()) for worker in internal)
+        counted = sum(sample_value(w.metrics(), "mhp_requests_total", status="200") or 0 for w in internal)
         assert counted == 20  # every request counted once, by the worker that served it
         plane.service.signal(signal.SIGTERM)
         assert plane.service.process is not None

@@ -13,7 +13,7 @@ import redis
 
 from tests.data_plane.backends import HttpBackend
 from tests.data_plane.conftest import DataPlane
-from tests.data_plane.helpers import configure, get, proxy_to
+from tests.data_plane.helpers import configure, get, proxy_to, raw_exchange
 from tests.data_plane.tls_material import make_tls
 
 pytestmark = pytest.mark.proxy
@@ -45,15 +45,12 @@ def test_pipelined_requests_are_answered_in_order(
     data_plane: DataPlane, redis_sync: redis.Redis, http_backend: HttpBackend
 ) -> None:
     configure(redis_sync, data_plane, [proxy_to(http_backend.url)])
-    with socket.create_connection(("127.0.0.1", data_plane.http_port), timeout=5) as sock:
-        sock.sendall(
-            b"GET /status/201 HTTP/1.1\r\nHost: app.test\r\n\r\n"
-            b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nabc"
-            b"GET /status/202 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
-        )
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = raw_exchange(
+        data_plane,
+        b"GET /status/201 HTTP/1.1\r\nHost: app.test\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /status/202 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
     statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
     assert statuses == [b"201", b"200", b"202"]
     assert b'"body": "abc"' in data
@@ -64,14 +61,11 @@ def test_pipelined_smuggling_attempt_is_caught(
 ) -> None:
     """A valid first request followed by a malformed one: the second is refused, never forwarded."""
     configure(redis_sync, data_plane, [proxy_to(http_backend.url)])
-    with socket.create_connection(("127.0.0.1", data_plane.http_port), timeout=5) as sock:
-        sock.sendall(
-            b"GET /status/201 HTTP/1.1\r\nHost: app.test\r\n\r\n"
-            b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"
-        )
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = raw_exchange(
+        data_plane,
+        b"GET /status/201 HTTP/1.1\r\nHost: app.test\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    )
     assert data.startswith(b"HTTP/1.1 201 ")
     assert b"HTTP/1.1 400 " in data
     assert [r["target"] for r in http_backend.requests] == ["/status/201"]
