@@ -162,8 +162,6 @@ class TlsListener:
         while True:
             try:
                 sock, address = await loop.sock_accept(listening)
-            except asyncio.CancelledError:
-                raise
             except OSError as exc:  # EMFILE and friends: back off instead of spinning
                 log.warning("accept on the HTTPS listener failed: %s", exc)
                 await asyncio.sleep(0.1)
