@@ -11,9 +11,7 @@ validation was answered exactly once.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.harness.pebble import Pebble
 from tests.harness.prometheus import sample_value
-from tests.harness.services import RedisServer, ServiceProcess, free_port, port_open
+from tests.harness.services import RedisServer, free_port
 
-from .conftest import ADMIN, CERTS, KEK_B64, wait_for_status
+from .conftest import ADMIN, CERTS, wait_for_status
+from .pebble_data_plane import start_data_plane
 from .tls_probe import handshake
 
 pytestmark = pytest.mark.certificates
@@ -38,45 +36,6 @@ pytestmark = pytest.mark.certificates
 MAX_ORDERS = 5
 DOMAINS_PER_ORDER = 6
 _VALIDATION = re.compile(r"Attempting to validate w/ HTTP: http://([^:/]+)[:/]")
-
-
-@dataclass(frozen=True)
-class DataPlane:
-    service: ServiceProcess
-    https_port: int
-    internal_port: int
-
-
-def start_data_plane(
-    redis_server: RedisServer, pebble: Pebble, tmp_path: Path, https_port: int, *, reuse_port: bool = False
-) -> DataPlane:
-    """`python -m data_plane` with its plain-HTTP listener on Pebble's httpPort (so it answers HTTP-01)."""
-    internal_port = free_port()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "MHP_ENV_FILE": os.devnull,
-        "REDIS_URL": redis_server.url,
-        "REDIS_PASSWORD": redis_server.password,
-        "BIND_HOST": "127.0.0.1",
-        "HTTP_PORT": str(pebble.http_port),
-        "HTTPS_PORT": str(https_port),
-        "PROXY_PROTOCOL_PORT": "0",
-        "INTERNAL_HOST": "127.0.0.1",
-        "INTERNAL_PORT": str(internal_port),
-        "KEY_ENCRYPTION_KEY_B64": KEK_B64,
-        "BASE_DOMAIN": "fallback.test.localhost",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    service = ServiceProcess(
-        name="data-plane",
-        argv=[sys.executable, "-m", "data_plane", *(["--reuse-port"] if reuse_port else [])],
-        log_path=tmp_path / f"data-plane-{internal_port}.log",
-        ready=lambda: port_open("127.0.0.1", internal_port) and port_open("127.0.0.1", https_port),
-        env=env,
-        cwd=REPO_ROOT,
-    )
-    service.start()
-    return DataPlane(service=service, https_port=https_port, internal_port=internal_port)
 
 
 @pytest.fixture

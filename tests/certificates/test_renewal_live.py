@@ -29,7 +29,7 @@ from tests.harness.pebble import Pebble
 from tests.harness.services import RedisServer, free_port
 
 from .conftest import ADMIN, CERTS, wait_for_status
-from .test_real_data_plane import start_data_plane
+from .pebble_data_plane import start_data_plane
 from .tls_probe import client_context, handshake
 
 pytestmark = pytest.mark.certificates
