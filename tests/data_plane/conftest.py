@@ -52,12 +52,21 @@ class DataPlane:
         return value
 
     def wait_for_version(self, version: int, timeout: float = 5.0) -> None:
+        """Poll /health until it reports `version`; a listener not accepting yet (a `--workers` worker
+        still starting) counts as not there yet, until the deadline."""
         deadline = time.monotonic() + timeout
+        last: object = None
         while time.monotonic() < deadline:
-            if self.health()[1].get("config_version", 0) >= version:
-                return
+            try:
+                status, body = self.health()
+            except urllib.error.URLError as exc:
+                last = exc
+            else:
+                last = (status, body)
+                if body.get("config_version", 0) >= version:
+                    return
             time.sleep(0.01)
-        raise AssertionError(f"data plane did not reach config version {version}: {self.health()}")
+        raise AssertionError(f"data plane did not reach config version {version}: {last}")
 
 
 def start_data_plane(
