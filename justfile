@@ -1,7 +1,8 @@
 # mcp-http-proxy dev loop. `just up` runs the system, `just test` runs every test.
-# Every recipe first runs deploy/local/bootstrap.sh: it creates .venv and installs the project when missing or
-# when pyproject.toml changed, and installs redis-server (apt-get, as root) when missing. Arguments after a
-# recipe name go to the tool underneath (`just test -k tokens -x`).
+# Every recipe first runs deploy/local/bootstrap.sh: it creates .venv and syncs it with uv.lock (the committed
+# lock file of every runtime and dev dependency) when missing or when pyproject.toml / uv.lock changed, and
+# installs redis-server (apt-get, as root) when missing. `just lock` refreshes uv.lock after a pyproject change.
+# Arguments after a recipe name go to the tool underneath (`just test -k tokens -x`).
 # The state dir (.data) and env file (.env) can be moved with MHP_STATE_DIR and MHP_ENV_FILE.
 
 set positional-arguments
@@ -50,6 +51,10 @@ test-certificates *args: bootstrap
 test-docker *args: bootstrap
     bash deploy/local/pytest_marker.sh docker "$@"
 
+# Re-resolve uv.lock from pyproject.toml and pin pixi.toml to it (`just lock --upgrade` takes newer releases)
+lock *args:
+    bash deploy/local/lock.sh "$@"
+
 # ruff check, ruff format --check, mypy (strict on shared/ and data_plane/, see pyproject)
 lint: bootstrap
     #!/usr/bin/env bash
@@ -59,6 +64,8 @@ lint: bootstrap
     "{{ python }}" -m ruff check . || status=1
     "{{ python }}" -m ruff format --check . || status=1
     "{{ python }}" -m mypy || status=1
+    # The lock must match pyproject.toml (bootstrap's `uv sync --locked` enforces it too) and pixi's pins.
+    UV_PYTHON_DOWNLOADS=never "{{ justfile_directory() }}/.venv/bin/uv" lock --check --quiet || { echo "uv.lock is stale: run 'just lock'"; status=1; }
     exit "$status"
 
 # Format the code and apply ruff's safe fixes

@@ -1,5 +1,7 @@
-"""The packaging files agree with each other: pyproject.toml vs pixi.toml, the justfile vs pixi tasks, and
-shared.config.Settings vs .env.example. Each of these drifts silently when someone edits one side only."""
+"""The packaging files agree with each other: pyproject.toml vs uv.lock vs pixi.toml, the justfile vs pixi
+tasks, and shared.config.Settings vs .env.example. Each of these drifts silently when someone edits one side
+only. (Bootstrap's `uv sync --locked` and `just lint`'s `uv lock --check` catch a stale lock too; the test
+here says which requirement differs, offline.)"""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_NAME = "mcp-http-proxy"
 # Recipes that only exist for `just` itself: pixi manages its environment, and lists tasks on its own.
 JUST_ONLY_RECIPES = {"default", "bootstrap"}
+# Recipes that must run without bootstrap: `lock` repairs the stale lock that bootstrap's sync refuses.
+NO_BOOTSTRAP_RECIPES = {"lock"}
 
 
 def _toml(name: str) -> dict[str, Any]:
@@ -78,6 +82,54 @@ def test_pixi_dev_feature_matches_the_dev_extra() -> None:
     assert pixi == pyproject
 
 
+def _lock() -> dict[str, Any]:
+    return tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+
+
+def _locked_versions() -> dict[str, str]:
+    return {canonicalize_name(p["name"]): p["version"] for p in _lock()["package"] if "version" in p}
+
+
+def _locked_project() -> dict[str, Any]:
+    return next(p for p in _lock()["package"] if p["name"] == PROJECT_NAME)
+
+
+def _specifiers(entries: list[str]) -> dict[str, tuple[frozenset[str], str]]:
+    requirements = [Requirement(entry) for entry in entries]
+    return {canonicalize_name(r.name): (frozenset(r.extras), str(r.specifier)) for r in requirements}
+
+
+def _locked_specifiers(extra: str | None) -> dict[str, tuple[frozenset[str], str]]:
+    out: dict[str, tuple[frozenset[str], str]] = {}
+    for item in _locked_project()["metadata"]["requires-dist"]:
+        if item.get("marker", "") != (f"extra == '{extra}'" if extra else ""):
+            continue
+        spec = str(Requirement(f"x{item.get('specifier', '')}").specifier)
+        out[canonicalize_name(item["name"])] = (frozenset(item.get("extras", [])), spec)
+    return out
+
+
+def test_the_lock_was_resolved_from_this_pyproject() -> None:
+    project = _toml("pyproject.toml")["project"]
+    assert _locked_specifiers(None) == _specifiers(project["dependencies"]), "run `just lock`"
+    assert _locked_specifiers("dev") == _specifiers(project["optional-dependencies"]["dev"]), (
+        "run `just lock`"
+    )
+
+
+def test_pixi_pins_every_pypi_dependency_to_the_locked_version() -> None:
+    locked = _locked_versions()
+    pixi = _toml("pixi.toml")
+    tables = [pixi["pypi-dependencies"], pixi["feature"]["dev"]["pypi-dependencies"]]
+    for table in tables:
+        for name, spec in table.items():
+            if canonicalize_name(name) == PROJECT_NAME:
+                continue
+            version = spec["version"] if isinstance(spec, dict) else spec
+            want = locked[canonicalize_name(name)]
+            assert version == f"=={want}", f"pixi.toml pins {name} {version}, uv.lock has {want}: just lock"
+
+
 def test_pixi_tasks_cover_every_justfile_recipe() -> None:
     recipes = set(_justfile_recipes()) - JUST_ONLY_RECIPES
     tasks = set(_toml("pixi.toml")["tasks"])
@@ -98,13 +150,14 @@ def test_the_justfile_has_the_recipes_the_readme_promises() -> None:
         "redis-cli",
         "bench",
         "fmt",
+        "lock",
     }
     assert expected <= set(_justfile_recipes())
 
 
 def test_every_recipe_bootstraps_the_venv_first() -> None:
     for name, recipe in _justfile_recipes().items():
-        if name in JUST_ONLY_RECIPES:
+        if name in JUST_ONLY_RECIPES or name in NO_BOOTSTRAP_RECIPES:
             continue
         dependencies = [dep["recipe"] for dep in recipe["dependencies"]]
         assert dependencies[:1] == ["bootstrap"], f"recipe {name!r} does not run bootstrap first"

@@ -99,7 +99,7 @@ class ConfigSync:
                 runtime.redis_connected = False
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except (RedisError, OSError):
                     pass
             await asyncio.sleep(backoff)

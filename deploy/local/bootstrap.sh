@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Make sure the dev loop can run: a project venv in .venv with the package installed (editable, with the
-# dev extra) and a redis-server binary. Every `just` recipe calls this first, so it must be cheap when
-# nothing changed: the venv is (re)installed only when missing or when pyproject.toml is newer than the
-# stamp file written after the last successful install.
+# Make sure the dev loop can run: a project venv in .venv holding exactly what uv.lock pins (runtime and dev
+# dependencies, the project itself editable) and a redis-server binary. Every `just` recipe calls this first,
+# so it must be cheap when nothing changed: the venv is synced only when missing or when pyproject.toml or
+# uv.lock is newer than the stamp file written after the last successful sync.
+# The installer is uv (pinned in uv.lock like everything else); `uv sync --locked` refuses to run when
+# pyproject.toml and uv.lock disagree, so a stale lock fails here, on every machine and in CI, instead of
+# quietly installing something nobody tested. `just lock` refreshes the lock.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -38,11 +41,21 @@ find_python() {
     return 1
 }
 
+locked_uv_version() {
+    # uv installs everything else, so it is bootstrapped with pip, at the version uv.lock pins for it.
+    "$1" - "$repo_root/uv.lock" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as lock:
+    print(next(p["version"] for p in tomllib.load(lock)["package"] if p["name"] == "uv"))
+PY
+}
+
 ensure_venv() {
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import sys' 2>/dev/null \
-        && [ -f "$stamp" ] && [ ! "$repo_root/pyproject.toml" -nt "$stamp" ]; then
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import sys' 2>/dev/null && [ -f "$stamp" ] \
+        && [ ! "$repo_root/pyproject.toml" -nt "$stamp" ] && [ ! "$repo_root/uv.lock" -nt "$stamp" ]; then
         return 0
     fi
+    [ -f "$repo_root/uv.lock" ] || die "uv.lock is missing: run 'just lock' (or restore it from git)"
     local python
     python="$(find_python)" || die "Python >= 3.11 not found on PATH: install it (e.g. apt-get install python3) and run again"
     if [ -e "$venv" ] && ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
@@ -59,9 +72,17 @@ ensure_venv() {
         say "creating .venv with $python"
         "$python" -m venv "$venv"
     fi
-    say "installing mcp-http-proxy[dev] into .venv (pyproject.toml changed or first run)"
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e "$repo_root[dev]"
+    local uv_version
+    uv_version="$(locked_uv_version "$venv/bin/python")" || die "uv.lock does not pin uv (run 'just lock')"
+    if [ "$("$venv/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$uv_version" ]; then
+        say "installing uv $uv_version into .venv (the installer the lock file is read with)"
+        "$venv/bin/python" -m ensurepip --upgrade >/dev/null 2>&1 || true
+        "$venv/bin/python" -m pip install --quiet "uv==$uv_version"
+    fi
+    say "syncing .venv with uv.lock (runtime + dev dependencies, project editable)"
+    # --locked: fail instead of re-resolving when pyproject.toml changed without `just lock`.
+    UV_PROJECT_ENVIRONMENT="$venv" UV_PYTHON_DOWNLOADS=never "$venv/bin/uv" sync --locked --extra dev --quiet \
+        || die "uv sync --locked failed: if you changed pyproject.toml, run 'just lock' and commit uv.lock"
     touch "$stamp"
 }
 
