@@ -107,6 +107,9 @@ class Settings(BaseSettings):
 
     # Edge security
     TRUSTED_PROXY_CIDRS: str = "127.0.0.1/32,::1/128"
+    # Non-public address ranges (comma-separated CIDRs) that proxies and routes of ordinary tokens may target;
+    # public addresses are always allowed, admin-owned targets are never restricted (shared/target_policy.py)
+    ALLOWED_TARGET_CIDRS: str = ""
 
     # Data plane tuning
     RECONCILE_INTERVAL_SECONDS: float = Field(default=30.0, gt=0)
@@ -124,7 +127,7 @@ class Settings(BaseSettings):
     # Local dev loop: port of the private redis-server `just up` starts when REDIS_URL is empty
     EMBEDDED_REDIS_PORT: int = Field(default=6379, ge=1, le=65535)
 
-    @field_validator("TRUSTED_PROXY_CIDRS")
+    @field_validator("TRUSTED_PROXY_CIDRS", "ALLOWED_TARGET_CIDRS")
     @classmethod
     def _cidrs_parse(cls, value: str) -> str:
         for part in _split_csv(value):
@@ -134,6 +137,10 @@ class Settings(BaseSettings):
     @cached_property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(ipaddress.ip_network(p, strict=False) for p in _split_csv(self.TRUSTED_PROXY_CIDRS))
+
+    @cached_property
+    def allowed_target_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(p, strict=False) for p in _split_csv(self.ALLOWED_TARGET_CIDRS))
 
     @property
     def admin_github_users(self) -> frozenset[str]:
