@@ -11,11 +11,13 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from shared.config import Settings
+from shared.target_policy import TargetPolicy
 
 from .cascade import CascadeRegistry
 from .oauth.server import OAuthServer
 from .services.auth_config import AuthConfigService, delete_owned_auth_configs
 from .services.certificates import CertificateService, delete_owned_certificates
+from .services.hostname_claims import reserved_hostnames
 from .services.oauth_clients import PreRegisteredClients
 from .services.proxies import ProxyService, delete_owned_proxies
 from .services.routes import RouteService, delete_owned_routes
@@ -51,13 +53,19 @@ class Runtime:
         store = Store(redis)
         certificates = CertificateService(store, settings)
         oauth = OAuthServer(settings, redis, store.reader)
+        targets = TargetPolicy.from_settings(settings)
         return cls(
             settings=settings,
             redis=redis,
             store=store,
             tokens=TokenService(store, default_cascade()),
-            proxies=ProxyService(store, on_saved=certificates.want_for_proxy),
-            routes=RouteService(store),
+            proxies=ProxyService(
+                store,
+                reserved=reserved_hostnames(settings),
+                targets=targets,
+                on_saved=certificates.want_for_proxy,
+            ),
+            routes=RouteService(store, targets=targets),
             certificates=certificates,
             auth_config=AuthConfigService(store, settings),
             oauth=oauth,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError, WatchError
 
 from shared import keys
-from shared.models import ADMIN_OWNER, ApiToken, ChangeEvent, ProxyTarget, Route
+from shared.models import ADMIN_OWNER, ApiToken, ChangeEvent, ProxyTarget, Route, ZoneDelegation
 
 from .errors import StoreBusy
 
@@ -45,6 +45,10 @@ class Collection(Generic[M]):
 
 def tokens() -> Collection[ApiToken]:
     return Collection(keys.tokens(), ApiToken)
+
+
+def token_zones() -> Collection[ZoneDelegation]:
+    return Collection(keys.token_zones(), ZoneDelegation)
 
 
 def proxies() -> Collection[ProxyTarget]:
@@ -126,6 +130,17 @@ class Reader:
         for object_id, raw in raw_rows.items():
             parsed = _parse(collection, object_id, raw)
             if parsed is not None:
+                out[object_id] = parsed
+        return out
+
+    async def get_many(self, collection: Collection[M], object_ids: list[str]) -> dict[str, M]:
+        """The rows that exist among `object_ids` (one HMGET)."""
+        if not object_ids:
+            return {}
+        raw_rows: list[str | None] = await self._conn.hmget(collection.key, object_ids)
+        out: dict[str, M] = {}
+        for object_id, raw in zip(object_ids, raw_rows, strict=True):
+            if raw is not None and (parsed := _parse(collection, object_id, raw)) is not None:
                 out[object_id] = parsed
         return out
 

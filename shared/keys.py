@@ -7,6 +7,7 @@ Layout (collections are hashes: field = object id, value = the model's JSON; thi
 lookups without SCAN):
     {mhp}:tokens                 hash  token name   -> ApiToken JSON
     {mhp}:token-hashes           hash  sha256 hex   -> token name
+    {mhp}:token-zones            hash  DNS zone     -> ZoneDelegation JSON (zone delegated to a token)
     {mhp}:proxies                hash  hostname     -> ProxyTarget JSON
     {mhp}:routes                 hash  route id     -> Route JSON
     {mhp}:config-version         int   bumped by every routing/TLS/auth change
@@ -27,6 +28,11 @@ def tokens() -> str:
 
 def token_hashes() -> str:
     return f"{TAG}:token-hashes"
+
+
+def token_zones() -> str:
+    """Hash: DNS zone -> ZoneDelegation JSON (which token the admin delegated it to); kept with the tokens."""
+    return f"{TAG}:token-zones"
 
 
 def proxies() -> str:

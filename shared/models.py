@@ -36,6 +36,26 @@ class ApiToken(Stored):
     cert_email: str = ""
     created_at: float = Field(default_factory=now_seconds)
     created_by: str = ADMIN_OWNER
+    # DNS zones the admin delegated to this token: it may create names (and wildcard proxies) only under them,
+    # and no other ordinary token may claim a name inside them. Empty: any free non-wildcard name.
+    zones: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: list[str]) -> list[str]:
+        out: list[str] = []
+        for zone in value:
+            name = normalise_hostname(zone, allow_wildcard=False)
+            if name not in out:
+                out.append(name)
+        return out
+
+
+class ZoneDelegation(Stored):
+    """Index entry: a DNS zone and the token it is delegated to (shared.keys.token_zones())."""
+
+    zone: str
+    token: str
 
 
 HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length=256)]

@@ -16,6 +16,7 @@ from tests.harness.services import RedisServer, start_redis
 os.environ[ENV_FILE_VARIABLE] = os.devnull
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_TARGETS = "127.0.0.0/8,::1/128"
 
 
 @pytest.fixture(scope="session")
@@ -46,4 +47,7 @@ def settings(redis_server: RedisServer) -> Settings:
         ADMIN_TOKEN="acm_test-admin-token-0123456789abcdefghijklmnop",
         BASE_DOMAIN="test.localhost",
         LOG_LEVEL="DEBUG",
+        # Tests run their backends on loopback, as a single-host deployment whose admin allows it would;
+        # the SSRF tests set it back to empty (the default) to see ordinary tokens refused.
+        ALLOWED_TARGET_CIDRS=LOOPBACK_TARGETS,
     )

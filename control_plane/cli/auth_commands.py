@@ -24,10 +24,10 @@ from urllib.parse import quote
 
 import httpx
 
+from ..oauth.api_access import CLI_CLIENT_ID
 from .client import ApiClient, CliError, ConnectionFailed
 from .render import OAUTH_CLIENT_COLUMNS
 
-CLI_CLIENT_ID = "mhp-cli"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_LOGIN_SECONDS = 900.0
 PROXIES = "/api/v1/proxy/targets/"

@@ -1,6 +1,6 @@
 """`mhp` entry point: argparse commands mapped onto the management API.
 
-    mhp tokens create|list|show|update|delete
+    mhp tokens create|list|show|update|delete   (--zone delegates a DNS zone)
     mhp proxy  create|list|show|update|delete
     mhp route  create|list|show|update|delete
     mhp cert   create|create-multi|list|show|status|renew|convert-to-production|delete
@@ -45,14 +45,22 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def tokens_create(api: ApiClient, args: argparse.Namespace) -> Any:
-    created = api.request("POST", TOKENS, {"name": args.name, "cert_email": args.email or ""})
+    body = {"name": args.name, "cert_email": args.email or "", "zones": args.zone or []}
+    created = api.request("POST", TOKENS, body)
     if not args.json:
         render.note("The token is shown once; store it now.")
     return created
 
 
 def tokens_update(api: ApiClient, args: argparse.Namespace) -> Any:
-    return api.request("PUT", _item(TOKENS, args.name), {"cert_email": args.email})
+    body: dict[str, Any] = {}
+    if args.email is not None:
+        body["cert_email"] = args.email
+    if args.zone is not None or args.no_zones:
+        body["zones"] = args.zone or []
+    if not body:
+        raise SystemExit("nothing to change: give --email, --zone or --no-zones")
+    return api.request("PUT", _item(TOKENS, args.name), body)
 
 
 # ---- proxies ----
@@ -334,14 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("name")
     sub.add_argument("--email", help="certificate contact email")
+    sub.add_argument(
+        "--zone",
+        action="append",
+        help="DNS zone delegated to the token (repeatable): it may create names and wildcards only under it",
+    )
     command(tokens, "list", lambda api, a: api.request("GET", TOKENS), render.TOKEN_COLUMNS, many=True)
     sub = command(
         tokens, "show", lambda api, a: api.request("GET", _item(TOKENS, a.name)), render.TOKEN_COLUMNS
     )
     sub.add_argument("name")
-    sub = command(tokens, "update", tokens_update, render.TOKEN_COLUMNS, help_text="change the cert email")
+    sub = command(
+        tokens, "update", tokens_update, render.TOKEN_COLUMNS, help_text="change the cert email or zones"
+    )
     sub.add_argument("name")
-    sub.add_argument("--email", required=True)
+    sub.add_argument("--email")
+    sub.add_argument("--zone", action="append", help="replace the delegated zones (repeatable; admin only)")
+    sub.add_argument("--no-zones", action="store_true", help="remove every delegated zone (admin only)")
     sub = command(
         tokens,
         "delete",

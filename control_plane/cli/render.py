@@ -16,6 +16,7 @@ Column = tuple[str, str]  # (header, field)
 TOKEN_COLUMNS: list[Column] = [
     ("NAME", "name"),
     ("CERT EMAIL", "cert_email"),
+    ("ZONES", "zones"),
     ("CREATED BY", "created_by"),
     ("CREATED", "created_at"),
 ]

@@ -4,6 +4,10 @@ A resource is one of our protected proxies (auth config enabled), named as schem
 followed by the proxy's resource path (see ProxyResource.path): the same two forms a data plane accepts as
 the token audience. Values are compared after shared.models.canonical_resource_uri.
 When a request names no resource and only one protected proxy exists, that proxy is the resource.
+
+The authorization server's own origin (the issuer, and any name the system reserves for itself) is never a
+resource, whatever proxy covers it: a token whose audience is the issuer would be a management credential
+(control_plane/oauth/api_access.py), and no client may obtain one through /authorize or /token.
 """
 
 from __future__ import annotations
@@ -34,9 +38,25 @@ class ProtectedProxy:
         return host_ok and path in ("", self.path)
 
 
+def _origin(uri: str) -> str:
+    parts = urlsplit(canonical_resource_uri(uri))
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceCatalogue:
     proxies: tuple[ProtectedProxy, ...]
+    issuer: str = ""
+    reserved_hosts: frozenset[str] = frozenset()
+
+    def refuse_authorization_server(self, canonical: str) -> None:
+        """invalid_target for a resource on the issuer's origin or on a host the system reserves."""
+        host = (urlsplit(canonical).hostname or "").lower()
+        if host in self.reserved_hosts or (self.issuer and _origin(canonical) == _origin(self.issuer)):
+            raise OAuthError(
+                "invalid_target",
+                f"{canonical!r} is the authorization server itself, not a protected resource",
+            )
 
     @property
     def scopes_supported(self) -> list[str]:
@@ -81,6 +101,7 @@ class ResourceCatalogue:
                 canonical = canonical_resource_uri(value)
             except ValueError as exc:
                 raise OAuthError("invalid_target", f"resource {value!r}: {exc}") from exc
+            self.refuse_authorization_server(canonical)
             parts = urlsplit(canonical)
             host = (parts.hostname or "").lower()
             if not any(proxy.admits(host, parts.path) for proxy in self.proxies):
@@ -92,12 +113,14 @@ class ResourceCatalogue:
         return out
 
 
-async def load_catalogue(reader: Reader) -> ResourceCatalogue:
+async def load_catalogue(
+    reader: Reader, *, issuer: str = "", reserved_hosts: frozenset[str] = frozenset()
+) -> ResourceCatalogue:
     auth: dict[str, ProxyAuthConfig] = await reader.all(proxy_auth_collection())
     resources: dict[str, ProxyResource] = await reader.all(proxy_resource_collection())
     proxies: list[ProtectedProxy] = []
     for hostname, config in sorted(auth.items()):
-        if not config.enabled:
+        if not config.enabled or hostname in reserved_hosts:
             continue
         resource = resources.get(hostname)
         path = resource.path if resource is not None else ProxyResource(hostname=hostname).path
@@ -114,4 +137,4 @@ async def load_catalogue(reader: Reader) -> ResourceCatalogue:
                 has_github_app=bool(config.github_client_id and config.github_client_secret_encrypted),
             )
         )
-    return ResourceCatalogue(tuple(proxies))
+    return ResourceCatalogue(tuple(proxies), issuer, reserved_hosts)

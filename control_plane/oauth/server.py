@@ -20,9 +20,10 @@ from shared.encryption import EncryptionError, Keyring
 from shared.models import OAuthClient
 
 from ..services.auth_config import github_app_context, proxy_auth_collection
+from ..services.hostname_claims import reserved_hostnames
 from ..services.proxies import ProxyService
 from ..store import Reader
-from .api_access import api_login
+from .api_access import CLI_CLIENT_ID, api_login
 from .auth_host import keep_issuer_reachable
 from .authorization import AuthorizationEndpoint, AuthorizationSettings
 from .client_auth import authenticate_client
@@ -47,7 +48,6 @@ from .upstream import UpstreamIdentityProvider
 log = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT_SECONDS = 15.0
-CLI_CLIENT_ID = "mhp-cli"
 
 # Pre-registered clients: the CLI logs in with the device flow as a public client.
 BUILTIN_CLIENTS = {
@@ -170,7 +170,9 @@ class OAuthServer:
         return self._configured
 
     async def catalogue(self) -> ResourceCatalogue:
-        return await load_catalogue(self._reader)
+        return await load_catalogue(
+            self._reader, issuer=self.issuer, reserved_hosts=reserved_hostnames(self.settings)
+        )
 
     async def github_app(self, hostname: str) -> GitHubApp | None:
         """A protected proxy's own GitHub app (secret decrypted), or None for the default app."""

@@ -3,7 +3,9 @@
 The API never issues inline: it stores the certificate as `pending` and appends a "certificate wanted" event
 to the workflow stream; a worker (control_plane/acme) issues it. A domain belongs to at most one certificate
 (409), wildcards are refused (422: HTTP-01 cannot validate them). Ownership works like proxies: an ordinary
-token sees and changes only its own certificates. Responses never carry the private key.
+token sees and changes only its own certificates, and may name only hostnames its own proxies serve (or
+inside its delegated zones; services/hostname_claims.py), never the authorization server's host, so nobody
+can squat a name another owner will need. Responses never carry the private key.
 
 The email defaults to the owner token's cert_email, then ACME_EMAIL. Proxies with enable_https ask for a
 certificate through `want_for_proxy` (an event), and the worker creates an `auto` certificate via
@@ -39,9 +41,10 @@ from .. import store
 from ..acme.records import certificate_for_domain, certificates, delete_certificate, put_certificate
 from ..acme.workflow import request_certificate
 from ..cascade import plan_owned_deletions
-from ..errors import Conflict, invalid_from_validation
+from ..errors import Conflict, Forbidden, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
+from .hostname_claims import certificate_refusal, name_facts, own_zones, reserved_hostnames
 from .owned import read_owned
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,7 @@ class CertificateService:
     def __init__(self, store_: Store, settings: Settings) -> None:
         self._store = store_
         self._settings = settings
+        self._reserved = reserved_hostnames(settings)
 
     @property
     def _redis(self) -> aioredis.Redis:
@@ -169,6 +173,13 @@ class CertificateService:
             await require_current(reader, principal)
             if await reader.exists(certificates(), body.cert_name):
                 raise Conflict(f"certificate {body.cert_name!r} already exists")
+            zones = await own_zones(reader, principal)
+            for domain in body.domains:
+                refusal = certificate_refusal(
+                    principal, zones, await name_facts(reader, domain), self._reserved
+                )
+                if refusal is not None:
+                    raise Forbidden(refusal)
             await _check_domains_free(reader, body.domains, body.cert_name)
             now = time.time()
             try:

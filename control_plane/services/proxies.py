@@ -3,7 +3,8 @@
 Clients send `ProxyTargetCreate` / `ProxyTargetSettings`; the server stamps owner and timestamps and validates
 the result as the stored `shared.models.ProxyTarget` (hostname normalised: IDNA, lower-case, wildcard rules).
 Hostnames are unique across owners (409). Ordinary tokens see and change only their own proxies (403
-otherwise).
+otherwise), and may claim only names services/hostname_claims.py allows them (no wildcards outside a zone
+the admin delegated, never the authorization server's host, nothing another owner's wildcard or zone holds).
 Deleting a proxy leaves routes that name it in place; such routes simply never match until it exists again.
 """
 
@@ -16,13 +17,15 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.hostnames import InvalidHostname, normalise_hostname
-from shared.models import ProxyTarget
+from shared.models import ADMIN_OWNER, ProxyTarget
+from shared.target_policy import TargetPolicy
 
 from .. import store
 from ..cascade import plan_owned_deletions
-from ..errors import Conflict, InvalidInput, NotFound, invalid_from_validation
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
+from .hostname_claims import name_facts, own_zones, proxy_refusal
 from .owned import plan_delete, read_owned
 
 SERVER_SET_FIELDS = frozenset({"hostname", "owner", "created_at", "updated_at", "schema_version"})
@@ -65,6 +68,18 @@ class ProxyTargetCreate(ProxyTargetSettings):
     )
 
 
+def check_target(targets: TargetPolicy | None, owner: str, url: str, field: str = "target_url") -> None:
+    """422 when an ordinary token's object targets an address it may not reach (shared/target_policy.py;
+    names are checked again by the data plane on every connect)."""
+    if targets is None or owner == ADMIN_OWNER:
+        return
+    refusal = targets.url_refusal(url)
+    if refusal is not None:
+        raise InvalidInput(
+            f"{field}: {refusal}", [{"loc": ["body", field], "msg": refusal, "type": "value_error"}]
+        )
+
+
 def _build(settings: dict[str, Any], *, hostname: str, owner: str, created_at: float) -> ProxyTarget:
     try:
         return ProxyTarget.model_validate(
@@ -92,8 +107,17 @@ ProxySaved = Callable[[ProxyTarget], Awaitable[None]]
 
 
 class ProxyService:
-    def __init__(self, store_: Store, *, on_saved: ProxySaved | None = None) -> None:
+    def __init__(
+        self,
+        store_: Store,
+        *,
+        reserved: frozenset[str] = frozenset(),
+        targets: TargetPolicy | None = None,
+        on_saved: ProxySaved | None = None,
+    ) -> None:
         self._store = store_
+        self._reserved = reserved
+        self._targets = targets
         # Called after a create/update commits (certificates: request one when HTTPS has none yet).
         self._on_saved = on_saved
 
@@ -101,10 +125,20 @@ class ProxyService:
         settings = body.model_dump(exclude={"hostname"})
         proxy = _build(settings, hostname=body.hostname, owner=principal.owner, created_at=time.time())
 
+        check_target(self._targets, proxy.owner, proxy.target_url)
+
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
             if await reader.exists(store.proxies(), proxy.hostname):
                 raise Conflict(f"proxy {proxy.hostname!r} already exists")
+            refusal = proxy_refusal(
+                principal,
+                await own_zones(reader, principal),
+                await name_facts(reader, proxy.hostname),
+                self._reserved,
+            )
+            if refusal is not None:
+                raise Forbidden(refusal)
             write = ConfigWrite()
             write.put(store.proxies(), proxy.hostname, proxy)
             write.change("proxy", "created", proxy.hostname, proxy.owner)
@@ -167,6 +201,7 @@ class ProxyService:
             new = _build(
                 settings_of(current), hostname=name, owner=current.owner, created_at=current.created_at
             )
+            check_target(self._targets, new.owner, new.target_url)
             result[:] = [new]
             write = ConfigWrite()
             write.put(store.proxies(), name, new)

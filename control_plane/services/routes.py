@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.models import Route
+from shared.target_policy import TargetPolicy
 
 from .. import store
 from ..cascade import plan_owned_deletions
@@ -26,6 +27,7 @@ from ..errors import Conflict, Forbidden, InvalidInput, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
 from .owned import plan_delete, read_owned
+from .proxies import check_target
 
 ROUTE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -109,12 +111,15 @@ def evaluation_order(route: Route) -> tuple[int, str]:
 
 
 class RouteService:
-    def __init__(self, store_: Store) -> None:
+    def __init__(self, store_: Store, *, targets: TargetPolicy | None = None) -> None:
         self._store = store_
+        self._targets = targets
 
     async def create(self, principal: Principal, body: RouteCreate) -> Route:
         route_id = body.id or f"r-{secrets.token_hex(4)}"
         route = _build(body, route_id=route_id, owner=principal.owner, created_at=time.time())
+        if route.target_url is not None:
+            check_target(self._targets, route.owner, route.target_url)
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
@@ -143,6 +148,8 @@ class RouteService:
             await require_current(reader, principal)
             current = await read_owned(reader, principal, store.routes(), "route", route_id)
             new = _build(body, route_id=route_id, owner=current.owner, created_at=current.created_at)
+            if new.target_url is not None:
+                check_target(self._targets, new.owner, new.target_url)
             await _check_references(reader, principal, new)
             result[:] = [new]
             write = ConfigWrite()

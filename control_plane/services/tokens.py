@@ -1,7 +1,9 @@
-"""API tokens: create (secret shown once, only its SHA-256 stored), list, show, update cert_email, delete.
+"""API tokens: create (secret shown once, only its SHA-256 stored), list, show, update, delete.
 
-Policy: only the admin token creates and deletes tokens. An ordinary token sees and updates only its own
-record. Deleting a token deletes, in the same transaction, everything it owns (see cascade.py).
+Policy: only the admin token creates and deletes tokens and delegates DNS zones to them (`zones`, see
+services/hostname_claims.py); zones of two tokens never overlap (409). An ordinary token sees only its own
+record and may change only its cert_email. Deleting a token deletes, in the same transaction, everything it
+owns (see cascade.py) and its zone delegations.
 The name `admin` is reserved: it is the owner value of objects made with ADMIN_TOKEN.
 """
 
@@ -10,16 +12,17 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.models import ADMIN_OWNER, TOKEN_NAME_PATTERN, ApiToken
+from shared.models import ADMIN_OWNER, TOKEN_NAME_PATTERN, ApiToken, ZoneDelegation
 from shared.secrets import new_api_token, token_sha256
 
 from .. import store
 from ..cascade import CascadeRegistry
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, invalid_from_validation
 from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
+from .hostname_claims import within
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -37,6 +40,10 @@ class TokenCreate(BaseModel):
         str, Field(pattern=TOKEN_NAME_PATTERN, description="Unique token name; owner id of what it creates")
     ]
     cert_email: str = Field(default="", description="Contact email for certificates of this token's proxies")
+    zones: list[str] = Field(
+        default_factory=list,
+        description="DNS zones delegated to this token: it may create names (and wildcards) only under them",
+    )
 
     @field_validator("name")
     @classmethod
@@ -52,13 +59,16 @@ class TokenCreate(BaseModel):
 
 
 class TokenUpdate(BaseModel):
+    """Fields left out keep their value. `zones` is admin-only."""
+
     model_config = ConfigDict(extra="forbid")
-    cert_email: str
+    cert_email: str | None = None
+    zones: list[str] | None = None
 
     @field_validator("cert_email")
     @classmethod
-    def _email(cls, value: str) -> str:
-        return _check_email(value)
+    def _email(cls, value: str | None) -> str | None:
+        return None if value is None else _check_email(value)
 
 
 class TokenView(BaseModel):
@@ -66,6 +76,7 @@ class TokenView(BaseModel):
 
     name: str
     cert_email: str
+    zones: list[str]
     created_at: float
     created_by: str
 
@@ -74,6 +85,7 @@ class TokenView(BaseModel):
         return cls(
             name=token.name,
             cert_email=token.cert_email,
+            zones=token.zones,
             created_at=token.created_at,
             created_by=token.created_by,
         )
@@ -92,8 +104,12 @@ class TokenService:
         principal.require_admin("create tokens")
         secret = new_api_token()
         digest = token_sha256(secret)
-        token = ApiToken(
-            name=body.name, token_sha256=digest, cert_email=body.cert_email, created_by=principal.owner
+        token = _validated(
+            name=body.name,
+            token_sha256=digest,
+            cert_email=body.cert_email,
+            zones=body.zones,
+            created_by=principal.owner,
         )
 
         async def plan(reader: Reader) -> ConfigWrite:
@@ -101,6 +117,7 @@ class TokenService:
             if await reader.exists(store.tokens(), body.name):
                 raise Conflict(f"token {body.name!r} already exists")
             write = ConfigWrite()
+            await _delegate_zones(reader, write, token, previous=[])
             write.put(store.tokens(), token.name, token)
             write.put_token_hash(digest, token.name)
             write.change("token", "created", token.name, principal.owner)
@@ -123,9 +140,16 @@ class TokenService:
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
             current = await self._visible(reader, principal, name)
-            new = current.model_copy(update={"cert_email": body.cert_email})
+            changes: dict[str, object] = {}
+            if body.cert_email is not None:
+                changes["cert_email"] = body.cert_email
+            if body.zones is not None:
+                principal.require_admin("delegate zones")
+                changes["zones"] = body.zones
+            new = _validated(**{**current.model_dump(), **changes})
             updated[:] = [new]
             write = ConfigWrite()
+            await _delegate_zones(reader, write, new, previous=current.zones)
             write.put(store.tokens(), name, new)
             write.change("token", "updated", name, current.created_by)
             return write
@@ -139,6 +163,8 @@ class TokenService:
             current = await self._visible(reader, principal, name)
             principal.require_admin("delete tokens")
             write = await self._cascade.plan(reader, current.name)
+            for zone in current.zones:
+                write.delete(store.token_zones(), zone)
             write.delete(store.tokens(), name)
             write.delete_token_hash(current.token_sha256)
             write.change("token", "deleted", name, current.created_by)
@@ -154,3 +180,28 @@ class TokenService:
         # A token "owns" its own record; the admin owns all of them.
         principal.require_access("token", name, token.name)
         return token
+
+
+def _validated(**fields: object) -> ApiToken:
+    try:
+        return ApiToken.model_validate(fields)
+    except ValidationError as exc:
+        raise invalid_from_validation(exc) from exc
+
+
+async def _delegate_zones(
+    reader: Reader, write: ConfigWrite, token: ApiToken, *, previous: list[str]
+) -> None:
+    """Index the token's zones (zone -> token); 409 when one overlaps a zone of another token."""
+    delegations = await reader.all(store.token_zones())
+    for zone in token.zones:
+        for other_zone, delegation in delegations.items():
+            if delegation.token != token.name and (within(zone, other_zone) or within(other_zone, zone)):
+                raise Conflict(
+                    f"zone {zone!r} overlaps {other_zone!r}, delegated to token {delegation.token!r}"
+                )
+    for zone in previous:
+        if zone not in token.zones:
+            write.delete(store.token_zones(), zone)
+    for zone in token.zones:
+        write.put(store.token_zones(), zone, ZoneDelegation(zone=zone, token=token.name))

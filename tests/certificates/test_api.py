@@ -117,6 +117,10 @@ async def test_a_domain_belongs_to_one_certificate(
 async def test_ownership_and_token_email(api: httpx.AsyncClient, redis_client: aioredis.Redis) -> None:
     alice = await create_token(api, "alice", "alice@example.org")
     bob = await create_token(api, "bob")
+    # A certificate may name only hostnames the token's own proxies serve.
+    for owner, host in ((alice, "alice.example.com"), (bob, "bob.example.com")):
+        proxy = {"hostname": host, "target_url": "http://93.184.216.34", "enable_https": False}
+        assert (await api.post("/api/v1/proxy/targets/", json=proxy, headers=owner)).status_code == 201
     made = await api.post(
         CERTS, json={"cert_name": "alice-site", "domains": ["alice.example.com"]}, headers=alice
     )
