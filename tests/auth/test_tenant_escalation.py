@@ -1,0 +1,120 @@
+"""The privilege escalation an outside review found (issue 9, item 1), replayed step by step against the
+real control plane (a `python -m control_plane` process) and the GitHub stand-in:
+
+  an ordinary API token creates the wildcard proxy `*.BASE_DOMAIN`, protects it for any user, and its DCR
+  client asks /authorize for `resource=https://auth.BASE_DOMAIN` (the issuer's host, which the wildcard
+  covered); an admin who approves gets a token whose audience is the issuer, which the management API took
+  as an admin login whatever client it was issued to.
+
+Every link of the chain is now refused on its own: the wildcard (admin-only), the auth host as a name, the
+issuer's origin as a resource, and a management-API token from any client but the built-in CLI."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import httpx
+import pytest
+
+from control_plane.oauth.api_access import CLI_CLIENT_ID
+from control_plane.oauth.signing import SigningKeys
+from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer
+
+from .oauth_flow import Browser, authorize_url, query_of, register
+
+pytestmark = pytest.mark.auth
+
+PROXIES = "/api/v1/proxy/targets/"
+AUTH_HOST = "auth.test.localhost"  # BASE_DOMAIN=test.localhost in the auth fixtures
+
+
+async def _token(http: httpx.AsyncClient, name: str) -> dict[str, str]:
+    response = await http.post("/api/v1/tokens/", json={"name": name}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return bearer(response.json()["token"])
+
+
+async def test_an_ordinary_token_cannot_claim_the_wildcard_or_the_auth_host(
+    http: httpx.AsyncClient, cp: RunningControlPlane
+) -> None:
+    mallory = await _token(http, "mallory")
+    for hostname in ("*.test.localhost", AUTH_HOST, "AUTH.Test.localhost."):
+        response = await http.post(
+            PROXIES, json={"hostname": hostname, "target_url": "http://93.184.216.34"}, headers=mallory
+        )
+        assert response.status_code == 403, (hostname, response.text)
+    covering = await http.post(
+        PROXIES, json={"hostname": "*.test.localhost", "target_url": "http://93.184.216.34"}, headers=mallory
+    )
+    assert "the system itself serves" in covering.json()["detail"]
+    wildcard = await http.post(
+        PROXIES,
+        json={"hostname": "*.apps.test.localhost", "target_url": "http://93.184.216.34"},
+        headers=mallory,
+    )
+    assert wildcard.status_code == 403 and "admin-only" in wildcard.json()["detail"]
+    auth_host = await http.post(
+        PROXIES, json={"hostname": AUTH_HOST, "target_url": "http://93.184.216.34"}, headers=mallory
+    )
+    assert "the system itself serves" in auth_host.json()["detail"]
+    assert all(p["owner"] != "mallory" for p in (await http.get(PROXIES, headers=ADMIN)).json())
+
+
+@pytest.mark.parametrize(
+    "resource", ["https://auth.test.localhost", "https://auth.test.localhost/mcp", "ISSUER"]
+)
+async def test_the_issuer_is_never_a_resource_even_under_a_protected_wildcard(
+    http: httpx.AsyncClient, cp: RunningControlPlane, resource: str
+) -> None:
+    # The wildcard exists and is protected for everyone (only the admin can make it now); before the fix
+    # its coverage of the auth host made the issuer's host an acceptable resource.
+    made = await http.post(
+        PROXIES, json={"hostname": "*.test.localhost", "target_url": "http://127.0.0.1:9"}, headers=ADMIN
+    )
+    assert made.status_code == 201, made.text
+    protected = await http.put(
+        "/api/v1/proxy/targets/*.test.localhost/auth", json={"allowed_users": ["*"]}, headers=ADMIN
+    )
+    assert protected.status_code == 200, protected.text
+    client = await register(http)
+    target = cp.url if resource == "ISSUER" else resource
+    response = await Browser(http).get(authorize_url(client, verifier="v" * 43, resource=target))
+    assert response.status_code == 302, response.text
+    redirect = query_of(response.headers["location"])
+    assert redirect["error"] == "invalid_target", redirect
+    assert "authorization server itself" in redirect["error_description"]
+
+
+def _management_token(cp: RunningControlPlane, *, client_id: str, login: str = "alice") -> str:
+    """A token exactly as the authorization server signs one for the issuer audience (same key, claims)."""
+    keys = SigningKeys.load(cp.env["OAUTH_JWT_PRIVATE_KEY_B64"])
+    now = int(time.time())
+    return keys.sign(
+        {
+            "iss": cp.url,
+            "sub": "github:1001",
+            "aud": [cp.url],
+            "exp": now + 600,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+            "scope": "mcp",
+            "client_id": client_id,
+            "login": login,
+        }
+    )
+
+
+async def test_the_management_api_takes_oauth_tokens_only_from_the_cli_client(
+    http: httpx.AsyncClient, cp: RunningControlPlane
+) -> None:
+    # alice is in ADMIN_GITHUB_USERS; the token below is what an approved DCR client would have held.
+    client = await register(http)
+    stolen = _management_token(cp, client_id=client.client_id)
+    response = await http.get("/api/v1/tokens/", headers=bearer(stolen))
+    assert response.status_code == 401, response.text
+    created = await http.post("/api/v1/tokens/", json={"name": "backdoor"}, headers=bearer(stolen))
+    assert created.status_code == 401
+    # The same login through the built-in CLI client (`mhp oauth login`) is the admin, as documented.
+    cli = _management_token(cp, client_id=CLI_CLIENT_ID)
+    assert (await http.get("/api/v1/tokens/", headers=bearer(cli))).status_code == 200
