@@ -26,6 +26,9 @@ from .api import (
     routes,
     tokens,
 )
+from .edge.body_limit import BodyLimit
+from .edge.rate_limit import RateLimit
+from .oauth.metadata import issuer_path
 from .runtime import Runtime
 
 
@@ -62,5 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(certificates.router)
     app.include_router(auth_config.router)
     app.include_router(oauth_clients.router)
+    # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
+    # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
+    app.add_middleware(
+        BodyLimit,
+        public_max_bytes=resolved.CP_MAX_BODY_BYTES_PUBLIC,
+        api_max_bytes=resolved.CP_MAX_BODY_BYTES_API,
+    )
+    app.add_middleware(RateLimit, issuer_path=issuer_path(resolved.oauth_issuer))
     oauth.install(app, resolved.oauth_issuer)
     return app

@@ -14,6 +14,7 @@ from shared.config import Settings
 from shared.target_policy import TargetPolicy
 
 from .cascade import CascadeRegistry
+from .edge.rate_limit import Limits, RateLimiter
 from .oauth.server import OAuthServer
 from .services.auth_config import AuthConfigService, delete_owned_auth_configs
 from .services.certificates import CertificateService, delete_owned_certificates
@@ -47,6 +48,7 @@ class Runtime:
     auth_config: AuthConfigService
     oauth: OAuthServer
     oauth_clients: PreRegisteredClients
+    rate_limiter: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
@@ -70,4 +72,5 @@ class Runtime:
             auth_config=AuthConfigService(store, settings),
             oauth=oauth,
             oauth_clients=PreRegisteredClients(oauth.state),
+            rate_limiter=RateLimiter(redis, Limits.from_settings(settings)),
         )

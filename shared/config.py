@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     OAUTH_REFRESH_GRACE_SECONDS: int = Field(default=30, ge=0, le=600)
     OAUTH_CODE_TTL_SECONDS: int = Field(default=60, ge=5, le=600)
     OAUTH_CLIENT_TTL_SECONDS: int = Field(default=90 * 86400, ge=3600)
+    # A self-registered client nobody has used yet expires after this long (first use renews to the above)
+    OAUTH_UNUSED_CLIENT_TTL_SECONDS: int = Field(default=86400, ge=60)
     OAUTH_CONSENT_TTL_SECONDS: int = Field(default=30 * 86400, ge=60)
     GITHUB_AUTHORIZE_URL: str = "https://github.com/login/oauth/authorize"
     GITHUB_TOKEN_URL: str = "https://github.com/login/oauth/access_token"
@@ -107,6 +109,15 @@ class Settings(BaseSettings):
 
     # Edge security
     TRUSTED_PROXY_CIDRS: str = "127.0.0.1/32,::1/128"
+    # Control plane: request bodies are cut off while streaming past these sizes (413)
+    CP_MAX_BODY_BYTES_PUBLIC: int = Field(default=64 * 1024, ge=1024)
+    CP_MAX_BODY_BYTES_API: int = Field(default=1024 * 1024, ge=1024)
+    # Control plane: per-client-IP limits per RATE_LIMIT_WINDOW_SECONDS, shared by replicas (0 = off)
+    RATE_LIMIT_WINDOW_SECONDS: int = Field(default=60, ge=1, le=3600)
+    RATE_LIMIT_REGISTER: int = Field(default=20, ge=0)
+    RATE_LIMIT_TOKEN: int = Field(default=300, ge=0)
+    RATE_LIMIT_INTERACTIVE: int = Field(default=120, ge=0)
+    RATE_LIMIT_API_AUTH_FAILURES: int = Field(default=30, ge=0)
     # Non-public address ranges (comma-separated CIDRs) that proxies and routes of ordinary tokens may target;
     # public addresses are always allowed, admin-owned targets are never restricted (shared/target_policy.py)
     ALLOWED_TARGET_CIDRS: str = ""

@@ -211,3 +211,13 @@ def oauth_jwks() -> str:
 
 def oauth_client_metadata_document(url_sha256: str) -> str:
     return f"{TAG}:oauth:cimd:{url_sha256}"
+
+
+# ---- Edge protections of the control plane
+#     {mhp-rl:<client>}:<bucket>:<window>   int   requests of one client (IPv4, or IPv6 /64) in one fixed
+#                                                 window; two consecutive windows estimate a sliding one.
+# Own hash tag per client: the two counters a check reads share a slot, and clients spread over a cluster.
+
+
+def rate_limit(bucket: str, client: str, window_index: int) -> str:
+    return f"{{mhp-rl:{client}}}:{bucket}:{window_index}"

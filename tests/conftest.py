@@ -17,6 +17,14 @@ os.environ[ENV_FILE_VARIABLE] = os.devnull
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK_TARGETS = "127.0.0.0/8,::1/128"
+# Every test talks from 127.0.0.1, hundreds of OAuth requests a minute: one client IP as far as the rate
+# limits can tell. The limiter's own tests (tests/control_plane/test_edge_limits.py) turn them back on.
+NO_RATE_LIMITS = {
+    "RATE_LIMIT_REGISTER": "0",
+    "RATE_LIMIT_TOKEN": "0",
+    "RATE_LIMIT_INTERACTIVE": "0",
+    "RATE_LIMIT_API_AUTH_FAILURES": "0",
+}
 
 
 @pytest.fixture(scope="session")
@@ -50,4 +58,5 @@ def settings(redis_server: RedisServer) -> Settings:
         # Tests run their backends on loopback, as a single-host deployment whose admin allows it would;
         # the SSRF tests set it back to empty (the default) to see ordinary tokens refused.
         ALLOWED_TARGET_CIDRS=LOOPBACK_TARGETS,
+        **NO_RATE_LIMITS,
     )

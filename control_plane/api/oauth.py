@@ -22,6 +22,7 @@ from ..oauth.cors import OAuthCors
 from ..oauth.errors import OAuthError, PageError, RedirectError
 from ..oauth.metadata import issuer_path, well_known_paths
 from ..oauth.params import Params, parse_form, parse_query
+from ..oauth.registration import MAX_REGISTRATION_BYTES
 from ..oauth.server import OAuthServer
 from .deps import RuntimeDep
 
@@ -60,12 +61,9 @@ async def _client_request(request: Request, runtime: Any) -> tuple[OAuthServer, 
     return server, params, client
 
 
-MAX_JSON_BYTES = 64 * 1024
-
-
 async def _json(request: Request) -> Any:
     body = await request.body()
-    if len(body) > MAX_JSON_BYTES:
+    if len(body) > MAX_REGISTRATION_BYTES:
         raise OAuthError("invalid_client_metadata", "the registration request is too large")
     try:
         return json.loads(body or b"null")

@@ -3,14 +3,17 @@
 Anyone may register (MCP clients do so on first contact); duplicate registrations are fine. A client gets a
 registration access token, shown once and stored hashed, that reads, replaces or deletes the registration at
 `registration_client_uri`. Clients with token_endpoint_auth_method other than `none` also get a secret
-(stored hashed). Registrations expire after OAUTH_CLIENT_TTL_SECONDS without use; every use renews them.
+(stored hashed). A fresh registration lives OAUTH_UNUSED_CLIENT_TTL_SECONDS (a day by default) until its
+first use; every use renews it to OAUTH_CLIENT_TTL_SECONDS. So a flood of registrations nobody uses (the
+endpoint is open to anyone, rate-limited per IP) ages out quickly, while clients in use stay registered.
+The metadata is bounded per field and as a whole (MAX_REGISTRATION_BYTES of JSON).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,14 +25,17 @@ from .redirect_uris import InvalidRedirectUri, check_registrable
 from .state_store import OAuthState
 
 SUPPORTED_GRANTS = frozenset({"authorization_code", "refresh_token"})
-MAX_REDIRECT_URIS = 20
+MAX_REDIRECT_URIS = 10
+MAX_URI_LENGTH = 2000
+# The whole registration request; a client's metadata is a few hundred bytes.
+MAX_REGISTRATION_BYTES = 16 * 1024
 
 
 class ClientMetadata(BaseModel):
     """What a client may send (RFC 7591 §2). Unknown fields are ignored, as the RFC requires."""
 
     model_config = ConfigDict(extra="ignore")
-    redirect_uris: list[str] = Field(default_factory=list)
+    redirect_uris: list[Annotated[str, Field(max_length=MAX_URI_LENGTH)]] = Field(default_factory=list)
     client_name: str = Field(default="", max_length=200)
     token_endpoint_auth_method: str = "client_secret_basic"
     grant_types: list[str] = Field(default_factory=lambda: ["authorization_code"])
@@ -37,7 +43,7 @@ class ClientMetadata(BaseModel):
     scope: str = Field(default="", max_length=1000)
     client_uri: str = Field(default="", max_length=2000)
     logo_uri: str = Field(default="", max_length=2000)
-    contacts: list[str] = Field(default_factory=list, max_length=10)
+    contacts: list[Annotated[str, Field(max_length=320)]] = Field(default_factory=list, max_length=10)
     software_id: str = Field(default="", max_length=200)
     software_version: str = Field(default="", max_length=100)
 
@@ -104,10 +110,13 @@ def client_view(client: OAuthClient, issuer: str) -> dict[str, Any]:
 
 
 class Registrations:
-    def __init__(self, state: OAuthState, issuer: str, client_ttl_seconds: int) -> None:
+    def __init__(
+        self, state: OAuthState, issuer: str, client_ttl_seconds: int, unused_client_ttl_seconds: int
+    ) -> None:
         self._state = state
         self._issuer = issuer
         self._ttl = client_ttl_seconds
+        self._unused_ttl = min(unused_client_ttl_seconds, client_ttl_seconds)
 
     async def register(self, body: Any) -> dict[str, Any]:
         metadata = parse_metadata(body)
@@ -115,7 +124,7 @@ class Registrations:
         registration_token = secrets.token_urlsafe(32)
         secret = secrets.token_urlsafe(32) if metadata.token_endpoint_auth_method != "none" else ""
         client = build_client(client_id, metadata, registration_token, secret, issued_at=int(time.time()))
-        await self._state.put_client(client, self._ttl)
+        await self._state.put_client(client, self._unused_ttl)
         view = client_view(client, self._issuer)
         view["registration_access_token"] = registration_token
         if secret:

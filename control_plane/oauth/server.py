@@ -134,7 +134,12 @@ class OAuthServer:
         self.metadata_documents = MetadataDocuments(
             redis, self.http, allow_private_networks=settings.OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS
         )
-        self.registrations = Registrations(self.state, self.issuer, settings.OAUTH_CLIENT_TTL_SECONDS)
+        self.registrations = Registrations(
+            self.state,
+            self.issuer,
+            settings.OAUTH_CLIENT_TTL_SECONDS,
+            settings.OAUTH_UNUSED_CLIENT_TTL_SECONDS,
+        )
         self._configured: _Configured | None = None
         self._upkeep: asyncio.Task[None] | None = None
         self._config_error = ""

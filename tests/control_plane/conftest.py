@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from control_plane.app import create_app
 from shared.config import Settings
-from tests.conftest import LOOPBACK_TARGETS, REPO_ROOT
+from tests.conftest import LOOPBACK_TARGETS, NO_RATE_LIMITS, REPO_ROOT
 from tests.harness.services import RedisServer, ServiceProcess, free_port, port_open
 
 ADMIN_TOKEN = "acm_test-admin-token-0123456789abcdefghijklmnop"
@@ -64,6 +64,7 @@ def control_plane_env(redis_server: RedisServer, port: int) -> dict[str, str]:
         LOG_LEVEL="INFO",
         MHP_ENV_FILE=os.devnull,
         ALLOWED_TARGET_CIDRS=LOOPBACK_TARGETS,
+        **NO_RATE_LIMITS,
     )
     return env
 
