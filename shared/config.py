@@ -91,10 +91,6 @@ class Settings(BaseSettings):
     # Old key-encryption keys, comma-separated base64; they only decrypt (KEK rotation)
     KEY_ENCRYPTION_PREVIOUS_KEYS_B64: str = ""
 
-    # Used by tests that need a real domain (optional)
-    TEST_DOMAIN: str = ""
-    TEST_EMAIL: str = ""
-
     # Listeners
     BIND_HOST: str = "0.0.0.0"
     HTTP_PORT: int = Field(default=80, ge=0, le=65535)
