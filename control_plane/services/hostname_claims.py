@@ -3,7 +3,8 @@
 A name belongs to the owner of the proxy that serves it (the exact proxy, else the longest wildcard), and
 the system's own names (the authorization server's host) belong to nobody but the admin. For ordinary
 tokens:
-- a reserved name, or a wildcard covering one, is refused;
+- a reserved name, or a wildcard covering one, is refused, and so are IP addresses and single-label names
+  (`localhost`): requests sent to the data plane by address would land on whoever held them;
 - wildcard proxies are allowed only under a zone the admin delegated to the token (ApiToken.zones);
 - a token with zones may create names only inside them; a name inside another token's zone is refused;
 - a name that another owner's wildcard proxy serves is refused, unless it lies in one of the caller's own
@@ -15,6 +16,7 @@ proxies and zones of every suffix), so a check costs the same with ten proxies o
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from shared.config import Settings
@@ -82,6 +84,15 @@ def _reserved_refusal(facts: NameFacts, reserved: frozenset[str]) -> str | None:
     for name in reserved:
         if facts.hostname == name or (facts.wildcard and within(name, facts.base)):
             return f"{facts.hostname!r} is (or covers) {name!r}, a name the system itself serves"
+    # A Host of an IP address or a single label (localhost, a bare intranet name) is what reaches the data
+    # plane by address or from inside the network: whoever held it would catch everyone's default traffic.
+    try:
+        ipaddress.ip_address(facts.base)
+        return f"{facts.hostname!r} is an IP address; only the admin may serve a bare address"
+    except ValueError:
+        pass
+    if "." not in facts.base:
+        return f"{facts.hostname!r} is a single-label name; only the admin may serve it"
     return None
 
 

@@ -71,6 +71,9 @@ async def test_zones_decide_who_may_claim_names_and_wildcards(
     assert await _proxy(http, free, "x.zone-b.example.com") == 403  # ...even one that serves nothing yet
     assert await _proxy(http, free, "*.free.example.net") == 403  # wildcards need a zone
     assert await _proxy(http, free, "plain.example.net") == 201
+    for catch_all in ("127.0.0.1", "93.184.216.34", "localhost", "intranet"):
+        assert await _proxy(http, free, catch_all) == 403, catch_all  # requests by address: admin's
+    assert await _proxy(http, ADMIN, "localhost") == 201
 
     # A name another owner's wildcard serves is that owner's.
     assert await _proxy(http, ADMIN, "*.shared.example.org") == 201
