@@ -9,9 +9,9 @@ memory stays bounded whatever a client sends. Unauthenticated endpoints (OAuth: 
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .answers import send_error
 
 
 class BodyTooLarge(Exception):
@@ -68,20 +68,4 @@ class BodyLimit:
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
     message = f"the request body exceeds this endpoint's limit of {limit} bytes"
-    if scope["path"].startswith("/api/"):
-        document: dict[str, str] = {"detail": message}
-    else:  # the OAuth endpoints answer in RFC 6749's error shape
-        document = {"error": "invalid_request", "error_description": message}
-    body = json.dumps(document).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_error(scope, send, 413, "invalid_request", message, [(b"connection", b"close")])

@@ -17,7 +17,6 @@ If Redis cannot be reached the request goes on (logged): the handlers answer 503
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import keys
 from shared.config import Settings
 
+from .answers import send_error
 from .client_address import client_ip
 
 log = logging.getLogger(__name__)
@@ -185,21 +185,5 @@ class RateLimit:
 
 async def _too_many(scope: Scope, send: Send, wait: int) -> None:
     message = f"too many requests from this address; retry after {wait} s"
-    if scope["path"].startswith("/api/"):
-        document: dict[str, str] = {"detail": message}
-    else:
-        document = {"error": "temporarily_unavailable", "error_description": message}
-    body = json.dumps(document).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(wait).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    headers = [(b"retry-after", str(wait).encode()), (b"cache-control", b"no-store")]
+    await send_error(scope, send, 429, "temporarily_unavailable", message, headers)

@@ -102,8 +102,7 @@ def proxy_refusal(
     """Why `principal` may not create a proxy for the name, or None when it may."""
     if principal.is_admin:
         return None
-    refusal = _reserved_refusal(facts, reserved)
-    if refusal is not None:
+    if (refusal := _reserved_refusal(facts, reserved)) is not None:
         return refusal
     in_own_zone = any(within(facts.base, zone) for zone in own_zones)
     if facts.wildcard and not in_own_zone:
@@ -129,8 +128,7 @@ def certificate_refusal(
     """Why `principal` may not request a certificate naming this domain, or None when it may."""
     if principal.is_admin:
         return None
-    refusal = _reserved_refusal(facts, reserved)
-    if refusal is not None:
+    if (refusal := _reserved_refusal(facts, reserved)) is not None:
         return refusal
     if any(within(facts.base, zone) for zone in own_zones):
         return None

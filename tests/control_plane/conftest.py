@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,14 +81,21 @@ def start_control_plane(env: dict[str, str], port: int, log_dir: Path) -> Servic
     ).start()
 
 
-@pytest.fixture(scope="module")
-def running_control_plane(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningControlPlane]:
+@contextmanager
+def serving(redis_server: RedisServer, log_dir: Path, **settings: str) -> Iterator[RunningControlPlane]:
+    """A `python -m control_plane` on a free port with the test env plus `settings`, stopped afterwards."""
     port = free_port()
-    env = control_plane_env(redis_server, port)
-    service = start_control_plane(env, port, tmp_path_factory.mktemp("control_plane"))
+    env = {**control_plane_env(redis_server, port), **settings}
+    service = start_control_plane(env, port, log_dir)
     try:
         yield RunningControlPlane(url=f"http://127.0.0.1:{port}", service=service, env=env)
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def running_control_plane(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningControlPlane]:
+    with serving(redis_server, tmp_path_factory.mktemp("control_plane")) as plane:
+        yield plane

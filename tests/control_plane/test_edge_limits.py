@@ -14,37 +14,26 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared import keys
-from tests.harness.services import RedisServer, free_port
+from tests.harness.services import RedisServer
 
-from .conftest import ADMIN, RunningControlPlane, bearer, control_plane_env, start_control_plane
+from .conftest import ADMIN, RunningControlPlane, bearer, serving
 
 PROXIES = "/api/v1/proxy/targets/"
-
-
-def _start(redis_server: RedisServer, log_dir: Path, **settings: str) -> RunningControlPlane:
-    port = free_port()
-    env = control_plane_env(redis_server, port)
-    env.update(settings)
-    service = start_control_plane(env, port, log_dir)
-    return RunningControlPlane(url=f"http://127.0.0.1:{port}", service=service, env=env)
 
 
 @pytest.fixture(scope="module")
 def limited(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningControlPlane]:
-    plane = _start(
+    with serving(
         redis_server,
         tmp_path_factory.mktemp("limited"),
         RATE_LIMIT_REGISTER="3",
         RATE_LIMIT_API_AUTH_FAILURES="2",
         RATE_LIMIT_WINDOW_SECONDS="600",
         OAUTH_UNUSED_CLIENT_TTL_SECONDS="120",
-    )
-    try:
+    ) as plane:
         yield plane
-    finally:
-        plane.service.stop()
 
 
 def _rss_kib(pid: int) -> int:
@@ -155,8 +144,7 @@ async def test_registrations_are_rate_limited_per_client_ip_across_replicas(
         assert int(refused.headers["retry-after"]) > 0
         assert refused.json()["error"] == "temporarily_unavailable"
     # Another replica on the same Redis knows this client already used its registrations.
-    replica = _start(redis_server, tmp_path, RATE_LIMIT_REGISTER="3", RATE_LIMIT_WINDOW_SECONDS="600")
-    try:
+    with serving(redis_server, tmp_path, RATE_LIMIT_REGISTER="3", RATE_LIMIT_WINDOW_SECONDS="600") as replica:
         async with httpx.AsyncClient(base_url=replica.url) as http:
             assert (await _register(http)).status_code == 429
         # Another client address has its own allowance, and cannot borrow one by claiming a forwarded
@@ -180,8 +168,6 @@ async def test_registrations_are_rate_limited_per_client_ip_across_replicas(
                 headers={"X-Forwarded-For": "198.51.100.4"},
             )
             assert forwarded.status_code == 201
-    finally:
-        replica.service.stop()
 
 
 async def test_guessing_api_tokens_is_slowed_down(

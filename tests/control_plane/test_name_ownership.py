@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared import keys
-from tests.harness.services import RedisServer, free_port
+from tests.harness.services import RedisServer
 
-from .conftest import ADMIN, RunningControlPlane, bearer, control_plane_env, start_control_plane
+from .conftest import ADMIN, RunningControlPlane, bearer, serving
 
 PROXIES = "/api/v1/proxy/targets/"
 TOKENS = "/api/v1/tokens/"
@@ -27,14 +27,9 @@ def strict_control_plane(
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningControlPlane]:
     """A control plane with the production default: ordinary tokens may target public addresses only."""
-    port = free_port()
-    env = control_plane_env(redis_server, port)
-    env.update(ALLOWED_TARGET_CIDRS="", BASE_DOMAIN="example.test")
-    service = start_control_plane(env, port, tmp_path_factory.mktemp("strict_control_plane"))
-    try:
-        yield RunningControlPlane(url=f"http://127.0.0.1:{port}", service=service, env=env)
-    finally:
-        service.stop()
+    log_dir = tmp_path_factory.mktemp("strict_control_plane")
+    with serving(redis_server, log_dir, ALLOWED_TARGET_CIDRS="", BASE_DOMAIN="example.test") as plane:
+        yield plane
 
 
 @pytest.fixture
