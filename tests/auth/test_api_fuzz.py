@@ -46,6 +46,7 @@ def _schemathesis(url: str, token: str, report_dir: Path) -> subprocess.Complete
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=report_dir,  # schemathesis keeps a .schemathesis/ cache in its working directory
     )
 
 
