@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import time
 from typing import Any, cast
 
@@ -45,7 +44,6 @@ from data_plane.runtime import Runtime
 log = logging.getLogger(__name__)
 
 MAX_PROXY_HEADER_BYTES = 16 + 65535
-_REQUEST_ID_PREFIX = os.urandom(6).hex()
 _ACME_PREFIX = CHALLENGE_PATH_PREFIX.encode()
 _REASONS = {
     308: "Permanent Redirect",
@@ -76,7 +74,6 @@ class ClientConnection(HttpChannel):
     __slots__ = (
         "_closed_waiter",
         "_proxy_buffer",
-        "_request_counter",
         "_task",
         "active_upstream",
         "busy",
@@ -106,7 +103,6 @@ class ClientConnection(HttpChannel):
         self._task: asyncio.Task[None] | None = None
         self._proxy_buffer: bytearray | None = bytearray() if expect_proxy_header else None
         self._closed_waiter: asyncio.Future[None] | None = None
-        self._request_counter = 0
         # The upstream connection serving the current request, so a vanished client releases it at once
         # (an SSE stream or long poll may not send the next byte for minutes).
         self.active_upstream: HttpChannel | None = None
@@ -314,8 +310,7 @@ class ClientConnection(HttpChannel):
         """Route and relay one request; returns whether the connection may serve another."""
         runtime = self.runtime
         started = time.monotonic()
-        self._request_counter += 1
-        request_id = f"{_REQUEST_ID_PREFIX}{id(self) & 0xFFFFFF:06x}{self._request_counter:x}".encode()
+        request_id = runtime.request_ids.next()
         host_raw = b""
         content_length = -1
         chunked = False
@@ -344,9 +339,7 @@ class ClientConnection(HttpChannel):
         query_at = target.find(b"?")
         path = (target if query_at < 0 else target[:query_at]).decode("latin-1")
         method = request.method
-        record = ExchangeRecord(
-            started, host, method.decode("ascii"), target.decode("latin-1"), request_id.decode()
-        )
+        record = ExchangeRecord(started, host, method.decode("ascii"), target.decode("latin-1"), request_id)
 
         try:
             if target.startswith(_ACME_PREFIX):

@@ -357,3 +357,24 @@ def test_upstream_connect_timeout_is_504(data_plane: DataPlane, redis_sync: redi
         for filler in fillers:
             filler.close()
         blackhole.close()
+
+
+def test_request_ids_are_unique_across_connections(data_plane: DataPlane, redis_sync: redis.Redis) -> None:
+    """X-Request-Id names one request in logs of every replica: 1,000 requests, each on its own connection
+    (so connection objects, and their addresses, are recycled between them), get 1,000 different ids."""
+    import socket
+
+    ids = set()
+    for _ in range(1000):
+        with socket.create_connection(("127.0.0.1", data_plane.http_port), timeout=10) as sock:
+            # Answered by the data plane itself (unknown host): no backend in the loop.
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 404 ")
+        lines = head.split(b"\r\n")
+        (value,) = [line.split(b":", 1)[1].strip() for line in lines if line.startswith(b"x-request-id:")]
+        ids.add(value)
+    assert len(ids) == 1000
