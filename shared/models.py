@@ -66,6 +66,9 @@ class ProxyTarget(Stored):
     connect_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=86400)
     max_request_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    # Request paths may carry %2F / %5C (kept encoded, never a segment boundary); off by default because
+    # upstreams disagree on whether they split a path, which lets one path be judged and served differently.
+    allow_encoded_slashes: bool = False
     route_mode: Literal["all", "selective", "none"] = "all"
     enabled_route_ids: list[str] = Field(default_factory=list)
     disabled_route_ids: list[str] = Field(default_factory=list)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from data_plane.protocol.request_target import normalise_prefix, under_prefix
 from shared.models import ProxyAuthConfig, ProxyResource
 
 from .protected_resource import PRM_WELL_KNOWN
@@ -66,10 +67,10 @@ class ProxyAccessPolicy:
             scopes_supported=tuple(supported),
             required_scopes=tuple(config.required_scopes),
             scope_rules=tuple(
-                ScopeRuleData(r.path_prefix, frozenset(r.methods), tuple(r.scopes))
+                ScopeRuleData(normalise_prefix(r.path_prefix), frozenset(r.methods), tuple(r.scopes))
                 for r in config.scope_rules
             ),
-            public_paths=tuple(config.public_paths),
+            public_paths=tuple(normalise_prefix(p) for p in config.public_paths),
             allowed_users=frozenset(config.allowed_users),
             allowed_orgs=frozenset(config.allowed_orgs),
             identity_headers=tuple(config.identity_headers.items()),
@@ -78,18 +79,19 @@ class ProxyAccessPolicy:
         )
 
     def is_public(self, path: str) -> bool:
-        """PRM documents, ACME challenges and configured exclusions never need a token."""
+        """PRM documents, ACME challenges and configured exclusions never need a token. `path` is
+        normalised (protocol.request_target), and prefixes match on segment boundaries."""
         if (
             path == PRM_WELL_KNOWN
             or path.startswith(PRM_WELL_KNOWN + "/")
             or path.startswith(ACME_CHALLENGE_PREFIX)
         ):
             return True
-        return any(path.startswith(prefix) for prefix in self.public_paths)
+        return any(under_prefix(path, prefix) for prefix in self.public_paths)
 
     def scopes_for(self, path: str, method: str) -> tuple[str, ...]:
         for rule in self.scope_rules:
-            if path.startswith(rule.path_prefix) and (not rule.methods or method.upper() in rule.methods):
+            if under_prefix(path, rule.path_prefix) and (not rule.methods or method.upper() in rule.methods):
                 return rule.scopes
         return self.required_scopes
 

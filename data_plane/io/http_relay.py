@@ -54,6 +54,7 @@ class _UpstreamAnswered(Exception):
 async def relay_http(
     conn: ClientConnection,
     request: h11.Request,
+    target: bytes,
     request_headers: list[tuple[bytes, bytes]],
     entry: ProxyEntry,
     upstream: Upstream,
@@ -75,7 +76,6 @@ async def relay_http(
         trusted_peer=conn.trusted_peer,
         chunked=chunked,
     )
-    target = request.target
     if upstream.base_path:
         target = upstream.base_path.encode() + target
     has_body = chunked or content_length > 0

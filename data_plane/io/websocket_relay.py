@@ -30,11 +30,14 @@ if TYPE_CHECKING:
 async def relay_websocket(
     client: ClientConnection,
     request: h11.Request,
+    target: bytes,
+    request_headers: list[tuple[bytes, bytes]],
     entry: ProxyEntry,
     upstream: Upstream,
     record: ExchangeRecord,
 ) -> bool:
-    """Returns False: after a WebSocket (or a refused upgrade) the client connection is done."""
+    """Returns False: after a WebSocket (or a refused upgrade) the client connection is done. `target` is
+    the normalised request target, `request_headers` the client's headers as the auth gate left them."""
     checked = check_upgrade_request(request.method, request.http_version, request.headers)
     if isinstance(checked, UpgradeRejected):
         return client.answer_error(
@@ -45,7 +48,7 @@ async def relay_websocket(
         return client.answer_error(record, 400, "WebSocket upgrade request must not have a body", close=True)
 
     headers, _host = upstream_request_headers(
-        request.headers,
+        request_headers,
         entry=entry,
         upstream_host_header=upstream.host_header,
         client_ip=client.client_ip,
@@ -56,7 +59,6 @@ async def relay_websocket(
     )
     headers.append((b"connection", b"Upgrade"))
     headers.append((b"upgrade", b"websocket"))
-    target = request.target
     if upstream.base_path:
         target = upstream.base_path.encode() + target
     try:

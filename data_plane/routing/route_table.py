@@ -8,7 +8,8 @@ the result.
 
 Semantics (shared contract): exact host first, else the longest `*.suffix` wildcard; among the proxy's
 applicable routes, highest priority first, ties by id ascending; first matching route wins, else the proxy's
-target."""
+target. Routes match the normalised request path (protocol.request_target): a prefix on segment boundaries
+(`under_prefix`, the same rule public paths and scope rules use), a regex from the path's start."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from data_plane.protocol.request_target import normalise_prefix, under_prefix
 from shared.models import ProxyTarget, Route
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class ProxyEntry:
     connect_timeout_seconds: float
     read_timeout_seconds: float
     max_request_body_bytes: int
+    allow_encoded_slashes: bool
     routes: tuple[CompiledRoute, ...]
 
 
@@ -141,7 +144,7 @@ def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRou
         id=route.id,
         priority=route.priority,
         methods=frozenset(route.methods),
-        prefix=route.path_pattern if route.match == "prefix" else None,
+        prefix=normalise_prefix(route.path_pattern) if route.match == "prefix" else None,
         regex=regex,
         upstream=upstream,
     )
@@ -189,6 +192,7 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
             connect_timeout_seconds=proxy.connect_timeout_seconds,
             read_timeout_seconds=proxy.read_timeout_seconds,
             max_request_body_bytes=proxy.max_request_body_bytes,
+            allow_encoded_slashes=proxy.allow_encoded_slashes,
             routes=tuple(c for r, c in compiled if _route_applies(r, proxy)),
         )
         if proxy.hostname.startswith("*."):
@@ -229,12 +233,12 @@ def lookup_proxy(table: RouteTable, host: str) -> ProxyEntry | None:
 
 
 def select_upstream(entry: ProxyEntry, method: str, path: str) -> tuple[Upstream, str | None]:
-    """The upstream for a request path (query already removed) and the id of the route that chose it."""
+    """The upstream for a normalised request path (no query) and the id of the route that chose it."""
     for route in entry.routes:
         if route.methods and method not in route.methods:
             continue
         if route.prefix is not None:
-            if path.startswith(route.prefix):
+            if under_prefix(path, route.prefix):
                 return route.upstream, route.id
         elif route.regex is not None and route.regex.match(path):
             return route.upstream, route.id
