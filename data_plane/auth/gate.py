@@ -5,9 +5,11 @@
   disallowed Origin, 400 for an unusable Host, 503 when the proxy's protection config is unreadable);
 - `ToAuthorizationServer`: forward the request unchanged to the AUTH_HOST proxy (2025-03-26 clients look for
   AS metadata and /authorize, /token, /register on the resource's own origin);
-- `Forward`: send it upstream with `headers` in place of the client's: Authorization and every forgeable
-  identity header removed, ours added when a token was verified. When `mcp_check` is set, the body must be
-  checked against the Mcp-Method / Mcp-Name headers (`check_body`) before anything goes upstream.
+- `Forward`: send it upstream with `headers` in place of the client's (Authorization and the authorization
+  server's cookies removed) and `asserted`, the proxy's identity headers: protocol.forwarding drops every
+  client copy of an identity header and adds ours (when a token was verified) after all client headers are
+  filtered. When `mcp_check` is set, the body must be checked against the Mcp-Method / Mcp-Name headers
+  (`check_body`) before anything goes upstream.
 
 Order: Origin allowlist, PRM documents, authorization-server paths, CORS preflights and public paths (no
 token), then the token. The token is only ever read from the Authorization header; a query-string
@@ -19,6 +21,8 @@ from __future__ import annotations
 import json
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
+
+from data_plane.protocol.forwarding import AssertedIdentity
 
 from . import mcp_headers
 from .access_policy import ProxyAccessPolicy
@@ -75,6 +79,7 @@ class McpCheck:
 @dataclass(frozen=True, slots=True)
 class Forward:
     headers: Headers
+    asserted: AssertedIdentity
     mcp_check: McpCheck | None = None
     login: str = ""  # who the request runs as: a login, "client:<id>" for a machine, "" without a token
 
@@ -159,10 +164,10 @@ def decide(
     if is_authorization_server_path(path):
         return ToAuthorizationServer()
 
-    kept = _upstream_headers(policy, headers)
+    kept = _upstream_headers(headers)
     if (preflight and method == b"OPTIONS") or policy.is_public(path):
         # A CORS preflight carries no credentials by design and cannot invoke anything.
-        return Forward(kept)
+        return Forward(kept, AssertedIdentity(policy.identity_header_names))
     if len(authorizations) > 1:
         # Two credentials are ambiguous (which one would a later hop believe?): RFC 6750 invalid_request.
         challenge = www_authenticate(
@@ -188,9 +193,12 @@ def decide(
     if isinstance(decision, Deny):
         return _deny_answer(decision, origin, resource_path, requirements.scopes)
     identity = decision.identity
-    kept.extend(
-        (header.lower().encode("latin-1"), value.encode("utf-8"))
-        for header, value in policy.upstream_identity_headers(identity)
+    asserted = AssertedIdentity(
+        policy.identity_header_names,
+        tuple(
+            (header.lower().encode("latin-1"), value.encode("utf-8"))
+            for header, value in policy.upstream_identity_headers(identity)
+        ),
     )
     check = None
     if (
@@ -202,16 +210,16 @@ def decide(
             None if mcp_method is None else mcp_method.decode("latin-1"),
             None if mcp_name is None else mcp_name.decode("latin-1"),
         )
-    return Forward(kept, check, identity.login or identity.sub)
+    return Forward(kept, asserted, check, identity.login or identity.sub)
 
 
-def _upstream_headers(policy: ProxyAccessPolicy, headers: Headers) -> Headers:
-    """The client's headers minus Authorization, forgeable identity headers, and the authorization server's
-    own cookies: a 2025-03-26 client logs in through the resource host, so the browser holds our session
-    cookie for this origin, and the upstream must never see it (it could act as the user at /authorize)."""
+def _upstream_headers(headers: Headers) -> Headers:
+    """The client's headers minus Authorization and the authorization server's own cookies: a 2025-03-26
+    client logs in through the resource host, so the browser holds our session cookie for this origin, and
+    the upstream must never see it (it could act as the user at /authorize)."""
     kept: Headers = []
     for name, value in headers:
-        if policy.stripped_header(name.decode("latin-1")):
+        if name == b"authorization":
             continue
         if name == b"cookie" and AUTH_SERVER_COOKIE_PREFIX in value:
             pairs = [p for p in value.split(b";") if not p.strip().startswith(AUTH_SERVER_COOKIE_PREFIX)]

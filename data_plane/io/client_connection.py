@@ -29,10 +29,7 @@ from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
 from data_plane.io.http_relay import relay_http
 from data_plane.io.protected_exchange import guard
 from data_plane.io.websocket_relay import relay_websocket
-from data_plane.protocol.forwarding import (
-    MCP_EXPOSED_HEADERS,
-    header_pairs,
-)
+from data_plane.protocol.forwarding import MCP_EXPOSED_HEADERS, AssertedIdentity, header_pairs
 from data_plane.protocol.https_redirect import https_location
 from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from data_plane.protocol.request_head import check_head, find_head_end
@@ -384,6 +381,7 @@ class ClientConnection(HttpChannel):
             if content_length > entry.max_request_body_bytes:
                 return self.answer_error(record, 413, "request body too large", close=True)
             body: bytes | None = None
+            asserted: AssertedIdentity | None = None
             cors_expose = b""
             policies = runtime.auth_policies
             if policies and entry.hostname in policies:
@@ -394,14 +392,17 @@ class ClientConnection(HttpChannel):
                 guarded = await guard(
                     self, record, request, request_headers, entry, path, content_length, chunked
                 )
-                if type(guarded) is bool:
+                if isinstance(guarded, bool):
                     return guarded
-                entry, request_headers, body = guarded
+                entry, request_headers, body = guarded.entry, guarded.headers, guarded.body
+                asserted = guarded.asserted
             upstream, route_id = select_upstream(entry, record.method, path)
             record.route_id = route_id
             record.upstream = upstream.url
             if upgrade and is_websocket_upgrade(request.headers):
-                return await relay_websocket(self, request, target, request_headers, entry, upstream, record)
+                return await relay_websocket(
+                    self, request, target, request_headers, entry, upstream, record, asserted
+                )
             return await relay_http(
                 self,
                 request,
@@ -413,6 +414,7 @@ class ClientConnection(HttpChannel):
                 content_length,
                 chunked,
                 body,
+                asserted,
                 cors_expose,
             )
         except ClientAborted:

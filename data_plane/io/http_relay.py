@@ -23,6 +23,7 @@ from data_plane.io.upstream_pool import (
     read_response_head,
 )
 from data_plane.protocol.forwarding import (
+    AssertedIdentity,
     client_response_headers,
     header_pairs,
     serialise_head,
@@ -62,6 +63,7 @@ async def relay_http(
     content_length: int,
     chunked: bool,
     body: bytes | None = None,
+    asserted: AssertedIdentity | None = None,
     cors_expose: bytes = b"",
 ) -> bool:
     runtime = conn.runtime
@@ -75,6 +77,7 @@ async def relay_http(
         request_id=record.request_id.encode(),
         trusted_peer=conn.trusted_peer,
         chunked=chunked,
+        asserted=asserted,
     )
     if upstream.base_path:
         target = upstream.base_path.encode() + target

@@ -18,7 +18,11 @@ from data_plane.io.upstream_pool import (
     UpstreamConnectTimeout,
     read_response_head,
 )
-from data_plane.protocol.forwarding import client_response_headers, upstream_request_headers
+from data_plane.protocol.forwarding import (
+    AssertedIdentity,
+    client_response_headers,
+    upstream_request_headers,
+)
 from data_plane.protocol.websocket_handshake import UpgradeRejected, accept_is_valid, check_upgrade_request
 from data_plane.routing.route_table import ProxyEntry, Upstream
 
@@ -35,6 +39,7 @@ async def relay_websocket(
     entry: ProxyEntry,
     upstream: Upstream,
     record: ExchangeRecord,
+    asserted: AssertedIdentity | None = None,
 ) -> bool:
     """Returns False: after a WebSocket (or a refused upgrade) the client connection is done. `target` is
     the normalised request target, `request_headers` the client's headers as the auth gate left them."""
@@ -56,6 +61,7 @@ async def relay_websocket(
         request_id=record.request_id.encode(),
         trusted_peer=client.trusted_peer,
         chunked=False,
+        asserted=asserted,
     )
     headers.append((b"connection", b"Upgrade"))
     headers.append((b"upgrade", b"websocket"))

@@ -1,6 +1,6 @@
 """The data plane's per-request gate (data_plane/auth/gate.py), fed request heads and real JWTs signed with a
 real key: every decision class (PRM, AS forwarding, public, 401/403, Origin, Mcp-* body check) and exactly
-which headers reach upstream."""
+which headers reach upstream (the gate's decision composed with protocol.forwarding, as the relay does)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from data_plane.auth.gate import (
     decide,
 )
 from data_plane.auth.token_verifier import KeySet
-from shared.models import ProxyAuthConfig, ProxyResource
+from data_plane.protocol.forwarding import upstream_request_headers
+from data_plane.routing.route_table import build_table
+from shared.models import ProxyAuthConfig, ProxyResource, ProxyTarget
 
 from .conftest import new_rsa_pem
 
@@ -91,6 +93,23 @@ def run(
     )
 
 
+def upstream(decision: Forward, *, trusted_peer: bool = True) -> list[tuple[bytes, bytes]]:
+    """The headers the upstream gets for a forwarded request (what http_relay sends)."""
+    entry = build_table(1, [ProxyTarget(hostname=HOST, target_url="http://127.0.0.1:1")], []).exact[HOST]
+    headers, _host = upstream_request_headers(
+        decision.headers,
+        entry=entry,
+        upstream_host_header=b"127.0.0.1:1",
+        client_ip="127.0.0.1",
+        scheme=b"https",
+        request_id=b"rid",
+        trusted_peer=trusted_peer,
+        chunked=False,
+        asserted=decision.asserted,
+    )
+    return headers
+
+
 def body_of(answer: Answer) -> dict[str, Any]:
     return dict(json.loads(answer.body))
 
@@ -116,11 +135,12 @@ def test_valid_token_forwards_without_authorization_and_with_identity(
     forged = [(b"x-auth-user", b"mallory"), (b"x-forwarded-user", b"mallory"), (b"remote-user", b"m")]
     decision = run(context, bearer=token(keys), headers=[(b"mcp-session-id", b"s1"), *forged])
     assert isinstance(decision, Forward) and decision.login == "alice" and decision.mcp_check is None
-    names = [n for n, _ in decision.headers]
+    sent = upstream(decision)  # a trusted peer: identity headers are dropped on a protected proxy anyway
+    names = [n for n, _ in sent]
     assert b"authorization" not in names and b"x-forwarded-user" not in names and b"remote-user" not in names
-    assert (b"x-auth-user", b"alice") in decision.headers
-    assert (b"x-auth-user", b"mallory") not in decision.headers
-    assert (b"x-auth-scopes", b"mcp") in decision.headers and (b"mcp-session-id", b"s1") in decision.headers
+    assert (b"x-auth-user", b"alice") in sent
+    assert (b"x-auth-user", b"mallory") not in sent
+    assert (b"x-auth-scopes", b"mcp") in sent and (b"mcp-session-id", b"s1") in sent
 
 
 @pytest.mark.parametrize(
@@ -223,7 +243,7 @@ def test_public_paths_and_preflights_need_no_token_but_lose_forged_headers(conte
     ]:
         decision = run(context, path, method=method, headers=[*forged, *extra], p=p)
         assert isinstance(decision, Forward), path
-        assert all(n not in (b"x-auth-user", b"authorization") for n, _ in decision.headers)
+        assert all(n not in (b"x-auth-user", b"authorization") for n, _ in upstream(decision))
     # A plain OPTIONS (not a CORS preflight) still needs a token.
     assert isinstance(run(context, "/mcp", method=b"OPTIONS", p=p), Answer)
 
@@ -299,9 +319,9 @@ def test_authorization_server_cookies_never_reach_upstream(keys: SigningKeys, co
     cookie = f"app=1; {SESSION_COOKIE}=s.sig; {FLOW_COOKIE}=f; theme=dark; {CONSENT_COOKIE}=c".encode()
     decision = run(context, bearer=token(keys), headers=[(b"cookie", cookie)])
     assert isinstance(decision, Forward)
-    assert [v for n, v in decision.headers if n == b"cookie"] == [b"app=1; theme=dark"]
+    assert [v for n, v in upstream(decision) if n == b"cookie"] == [b"app=1; theme=dark"]
     only_ours = run(context, bearer=token(keys), headers=[(b"cookie", f"{SESSION_COOKIE}=s".encode())])
-    assert isinstance(only_ours, Forward) and all(n != b"cookie" for n, _ in only_ours.headers)
+    assert isinstance(only_ours, Forward) and all(n != b"cookie" for n, _ in upstream(only_ours))
 
 
 def test_machine_tokens_need_allowed_clients_and_user_rules_never_admit_them(
@@ -323,7 +343,7 @@ def test_machine_tokens_need_allowed_clients_and_user_rules_never_admit_them(
     assert "'job'" in body_of(refused)["error_description"]
     admitted = run(context, bearer=machine, p=policy(allowed_clients=["job"]))
     assert isinstance(admitted, Forward) and admitted.login == "client:job"
-    sent = dict(admitted.headers)
+    sent = dict(upstream(admitted))
     assert sent[b"x-auth-subject"] == b"client:job" and b"x-auth-user" not in sent  # no empty user header
     # A user's token obtained through that same client is judged as the user's, not admitted by the client.
     user_token = token(keys, client_id="job", login="mallory")
