@@ -29,7 +29,7 @@ from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
 from data_plane.io.http_relay import relay_http
 from data_plane.io.protected_exchange import guard
 from data_plane.io.websocket_relay import relay_websocket
-from data_plane.protocol.forwarding import MCP_EXPOSED_HEADERS, AssertedIdentity, header_pairs
+from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors, header_pairs
 from data_plane.protocol.https_redirect import https_location
 from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from data_plane.protocol.request_head import check_head, find_head_end
@@ -312,7 +312,6 @@ class ClientConnection(HttpChannel):
         content_length = -1
         chunked = False
         upgrade = False
-        has_origin = False
         request_headers = header_pairs(request.headers)
         for name, value in request_headers:
             if name == b"host":
@@ -323,8 +322,6 @@ class ClientConnection(HttpChannel):
                 chunked = True
             elif name == b"upgrade":
                 upgrade = True
-            elif name == b"origin":
-                has_origin = True
         # An answer of ours to a request with an unread body must close the connection.
         has_body = chunked or content_length > 0
         if not has_body:
@@ -382,12 +379,9 @@ class ClientConnection(HttpChannel):
                 return self.answer_error(record, 413, "request body too large", close=True)
             body: bytes | None = None
             asserted: AssertedIdentity | None = None
-            cors_expose = b""
+            cors: ResponseCors | None = None
             policies = runtime.auth_policies
             if policies and entry.hostname in policies:
-                if has_origin:
-                    # A browser-based MCP client must be able to read the session and auth headers.
-                    cors_expose = MCP_EXPOSED_HEADERS
                 # A protected proxy (data_plane.auth.gate); unprotected ones pay only the check above.
                 guarded = await guard(
                     self, record, request, request_headers, entry, path, content_length, chunked
@@ -395,7 +389,7 @@ class ClientConnection(HttpChannel):
                 if isinstance(guarded, bool):
                     return guarded
                 entry, request_headers, body = guarded.entry, guarded.headers, guarded.body
-                asserted = guarded.asserted
+                asserted, cors = guarded.asserted, guarded.cors
             upstream, route_id = select_upstream(entry, record.method, path)
             record.route_id = route_id
             record.upstream = upstream.url
@@ -415,7 +409,7 @@ class ClientConnection(HttpChannel):
                 chunked,
                 body,
                 asserted,
-                cors_expose,
+                cors,
             )
         except ClientAborted:
             record.status = record.status or 499

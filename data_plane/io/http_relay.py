@@ -24,6 +24,7 @@ from data_plane.io.upstream_pool import (
 )
 from data_plane.protocol.forwarding import (
     AssertedIdentity,
+    ResponseCors,
     client_response_headers,
     header_pairs,
     serialise_head,
@@ -64,7 +65,7 @@ async def relay_http(
     chunked: bool,
     body: bytes | None = None,
     asserted: AssertedIdentity | None = None,
-    cors_expose: bytes = b"",
+    cors: ResponseCors | None = None,
 ) -> bool:
     runtime = conn.runtime
     pool = runtime.pool
@@ -176,7 +177,7 @@ async def relay_http(
         request_id=record.request_id.encode(),
         close=close,
         hsts=entry.hsts_header if conn.scheme == b"https" else b"",
-        cors_expose=cors_expose,
+        cors=cors,
     )
     status = response.status_code
     record.status = status

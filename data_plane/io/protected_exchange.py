@@ -22,7 +22,7 @@ from data_plane.auth.gate import (
     effective_scheme,
 )
 from data_plane.io.exchange import ClientBadBody, ExchangeRecord
-from data_plane.protocol.forwarding import AssertedIdentity
+from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors
 from data_plane.routing.route_table import ProxyEntry
 
 if TYPE_CHECKING:
@@ -32,13 +32,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Guarded:
     """What the gate lets through: the proxy entry to use, the client headers as the gate left them, the
-    identity to assert upstream (None when the request goes to the authorization server), and the body if
-    it had to be read."""
+    identity to assert upstream (None when the request goes to the authorization server), the body if it
+    had to be read, and the CORS headers of the relayed answer (a token-checked browser request)."""
 
     entry: ProxyEntry
     headers: list[tuple[bytes, bytes]]
     asserted: AssertedIdentity | None
     body: bytes | None
+    cors: ResponseCors | None = None
 
 
 async def guard(
@@ -69,7 +70,7 @@ async def guard(
         if type(decision) is Forward:
             check = decision.mcp_check
             if check is None:
-                return Guarded(entry, decision.headers, decision.asserted, None)
+                return Guarded(entry, decision.headers, decision.asserted, None, decision.cors)
             limit = min(MAX_CHECKED_BODY_BYTES, entry.max_request_body_bytes)
             body = await read_whole_body(conn, limit) if has_body else b""
             if body is None and limit < MAX_CHECKED_BODY_BYTES:
@@ -77,7 +78,9 @@ async def guard(
             rejected = check_body(check, body)
             if rejected is not None:
                 return answer_gate(conn, record, rejected, close=body is None)
-            return Guarded(entry, decision.headers, decision.asserted, body if has_body else None)
+            return Guarded(
+                entry, decision.headers, decision.asserted, body if has_body else None, decision.cors
+            )
         if type(decision) is ToAuthorizationServer:
             auth_host = runtime.settings.auth_host
             auth_entry = runtime.table.exact.get(auth_host)

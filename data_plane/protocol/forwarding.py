@@ -214,6 +214,17 @@ def _shadows_ours(canonical: bytes, entry: ProxyEntry, own_identity: frozenset[b
 
 # What Streamable HTTP clients in browsers need to read from our answers and the MCP server's (MCP-AUTH).
 MCP_EXPOSED_HEADERS = b"Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
+# The upstream's CORS answer is replaced by the protected proxy's (ResponseCors).
+_UPSTREAM_CORS = frozenset({b"access-control-allow-origin", b"access-control-allow-credentials"})
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCors:
+    """CORS of a protected proxy's relayed answer to a browser (a token-checked request with Origin): the
+    proxy's policy replaces the upstream's Access-Control-Allow-Origin (and -Credentials: bearer tokens are
+    not credentials in the CORS sense), and MCP_EXPOSED_HEADERS join the upstream's expose list."""
+
+    allow_origin: bytes  # b"*", or the request's Origin echoed (then `Vary: Origin`)
 
 
 def merge_header_lists(first: bytes, second: bytes) -> bytes:
@@ -235,39 +246,47 @@ def client_response_headers(
     request_id: bytes,
     close: bool,
     hsts: bytes = b"",
-    cors_expose: bytes = b"",
+    cors: ResponseCors | None = None,
 ) -> tuple[Headers, bool]:
     """Headers to send to the client, and whether the response is a server-sent-event stream.
 
     `hsts` (HTTPS responses of a proxy with an HSTS policy) replaces any Strict-Transport-Security header the
-    upstream sent: the proxy's policy is the one that holds for the public hostname. `cors_expose` (a
-    protected proxy answering a browser request) is merged into Access-Control-Expose-Headers so a web MCP
-    client can read them whatever the upstream exposes."""
+    upstream sent: the proxy's policy is the one that holds for the public hostname. `cors` (a protected
+    proxy answering a browser request) sets Access-Control-Allow-Origin and merges MCP_EXPOSED_HEADERS into
+    Access-Control-Expose-Headers, so a web MCP client can read the answer whatever the upstream says.
+    X-Request-Id is ours: an upstream's own is dropped rather than sent twice."""
     named = connection_tokens(headers)
     remove = entry.response_headers_remove
     out: Headers = []
     sse = False
+    expose = MCP_EXPOSED_HEADERS if cors is not None else b""
     for name, value in headers:
-        if name in HOP_BY_HOP or name in named or name in remove:
+        if name in HOP_BY_HOP or name in named or name in remove or name == b"x-request-id":
             continue
         if name == b"content-type" and value[:17].lower() == b"text/event-stream":
             sse = True
         elif hsts and name == b"strict-transport-security":
             continue
-        elif cors_expose and name == b"access-control-expose-headers":
-            cors_expose = merge_header_lists(value, cors_expose)
+        elif cors is not None and name in _UPSTREAM_CORS:
+            continue
+        elif cors is not None and name == b"access-control-expose-headers":
+            expose = merge_header_lists(value, expose)
             continue
         out.append((name, value))
     if sse:
         out.append((b"x-accel-buffering", b"no"))
+    if cors is not None:
+        out.append((b"access-control-allow-origin", cors.allow_origin))
+        if cors.allow_origin != b"*":
+            out.append((b"vary", b"Origin"))
+        out.append((b"access-control-expose-headers", expose))
     if entry.response_headers_set:
+        # The proxy's configured response headers win, CORS ones included.
         set_names = {n for n, _ in entry.response_headers_set}
         out = [h for h in out if h[0] not in set_names]
         out.extend(entry.response_headers_set)
     if hsts:
         out.append((b"strict-transport-security", hsts))
-    if cors_expose:
-        out.append((b"access-control-expose-headers", cors_expose))
     out.append((b"x-request-id", request_id))
     if close:
         out.append((b"connection", b"close"))

@@ -233,19 +233,50 @@ def test_authorization_server_paths_go_to_the_authorization_server(context: Auth
         assert isinstance(run(context, path, method=b"GET"), ToAuthorizationServer), path
 
 
-def test_public_paths_and_preflights_need_no_token_but_lose_forged_headers(context: AuthContext) -> None:
+def test_public_paths_need_no_token_but_lose_forged_headers(context: AuthContext) -> None:
     p = policy(public_paths=["/health"])
     forged = [(b"x-auth-user", b"mallory"), (b"authorization", b"Bearer junk")]
     for path, method, extra in [
         ("/health", b"GET", []),
         ("/.well-known/acme-challenge/abc", b"GET", []),
-        ("/mcp", b"OPTIONS", [(b"access-control-request-method", b"POST")]),
+        # A public path's preflight is the upstream's to answer, like any request there.
+        ("/health", b"OPTIONS", [(b"origin", b"https://x.test"), (b"access-control-request-method", b"GET")]),
     ]:
         decision = run(context, path, method=method, headers=[*forged, *extra], p=p)
         assert isinstance(decision, Forward), path
         assert all(n not in (b"x-auth-user", b"authorization") for n, _ in upstream(decision))
     # A plain OPTIONS (not a CORS preflight) still needs a token.
     assert isinstance(run(context, "/mcp", method=b"OPTIONS", p=p), Answer)
+
+
+def test_preflights_are_answered_here_and_relayed_answers_carry_cors(
+    keys: SigningKeys, context: AuthContext
+) -> None:
+    preflight = [
+        (b"origin", b"https://inspector.example"),
+        (b"access-control-request-method", b"POST"),
+        (b"access-control-request-headers", b"authorization, content-type, mcp-protocol-version"),
+    ]
+    answer = run(context, "/mcp", method=b"OPTIONS", headers=preflight)
+    assert isinstance(answer, Answer) and answer.status == 204 and answer.body == b""
+    assert header(answer, b"access-control-allow-origin") == "*" and header(answer, b"vary") is None
+    assert header(answer, b"access-control-allow-methods") == "GET, POST, DELETE, OPTIONS"
+    allowed = (header(answer, b"access-control-allow-headers") or "").lower()
+    for name in ("authorization", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id"):
+        assert name in allowed, name
+    listed = policy(allowed_origins=["https://inspector.example"])
+    echoed = run(context, "/mcp", method=b"OPTIONS", headers=preflight, p=listed)
+    assert isinstance(echoed, Answer) and echoed.status == 204
+    assert header(echoed, b"access-control-allow-origin") == "https://inspector.example"
+    assert header(echoed, b"vary") == "Origin"
+    other = [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"POST")]
+    refused = run(context, "/mcp", method=b"OPTIONS", headers=other, p=listed)
+    assert isinstance(refused, Answer) and refused.status == 403
+    browser = run(context, bearer=token(keys), headers=[(b"origin", b"https://inspector.example")], p=listed)
+    assert isinstance(browser, Forward) and browser.cors is not None
+    assert browser.cors.allow_origin == b"https://inspector.example"
+    not_browser = run(context, bearer=token(keys))
+    assert isinstance(not_browser, Forward) and not_browser.cors is None
 
 
 def test_origin_allowlist(keys: SigningKeys, context: AuthContext) -> None:

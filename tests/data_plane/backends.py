@@ -10,6 +10,7 @@ HTTP endpoints (path, query optional):
   /slow?seconds=S       answers after S seconds
   /sse                  text/event-stream; events come from `push_event()`, `end_sse()` ends it
   /hangup               closes the connection without answering
+  OPTIONS (any path)    405 with Allow: GET, POST, DELETE, as the MCP SDK's Streamable HTTP endpoint answers
 Every request is counted, and every accepted connection is counted (keep-alive reuse checks).
 """
 
@@ -181,7 +182,14 @@ class HttpBackend:
                 writer.write(data)
 
         path = parts.path
-        if path == "/hangup":
+        if request.method == b"OPTIONS":
+            send(
+                h11.Response(
+                    status_code=405, headers=[("allow", "GET, POST, DELETE"), ("content-length", "0")]
+                )
+            )
+            send(h11.EndOfMessage())
+        elif path == "/hangup":
             writer.close()
             raise ConnectionError("hangup requested")
         if path.startswith("/status/"):
