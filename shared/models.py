@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.hostnames import normalise_hostname
+from shared.route_pattern import InvalidRoutePattern, compile_route_pattern
 
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ADMIN_OWNER = "admin"
@@ -138,8 +139,8 @@ class Route(Stored):
     def _consistent(self) -> Route:
         if self.match == "regex":
             try:
-                re.compile(self.path_pattern)
-            except re.error as exc:
+                compile_route_pattern(self.path_pattern)
+            except InvalidRoutePattern as exc:
                 raise ValueError(f"path_pattern is not a valid regular expression: {exc}") from exc
         elif not self.path_pattern.startswith("/"):
             raise ValueError("a prefix path_pattern must start with '/'")

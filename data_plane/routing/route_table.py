@@ -14,13 +14,13 @@ target. Routes match the normalised request path (protocol.request_target): a pr
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from data_plane.protocol.request_target import normalise_prefix, under_prefix
 from shared.models import ProxyTarget, Route
+from shared.route_pattern import InvalidRoutePattern, RoutePattern, compile_route_pattern
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class CompiledRoute:
     priority: int
     methods: frozenset[str]
     prefix: str | None
-    regex: re.Pattern[str] | None
+    regex: RoutePattern | None  # RE2: linear-time matching, whoever wrote the pattern
     upstream: Upstream
 
 
@@ -139,7 +139,7 @@ def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRou
             log.warning("route %s targets unknown proxy %s; skipped", route.id, route.target_proxy)
             return None
         upstream = parse_upstream(target.target_url)
-    regex = re.compile(route.path_pattern) if route.match == "regex" else None
+    regex = compile_route_pattern(route.path_pattern) if route.match == "regex" else None
     return CompiledRoute(
         id=route.id,
         priority=route.priority,
@@ -157,7 +157,7 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
     for route in routes:
         try:
             compiled_route = _compile_route(route, by_host)
-        except (InvalidTarget, re.error) as exc:
+        except (InvalidTarget, InvalidRoutePattern) as exc:
             log.warning("route %s skipped: %s", route.id, exc)
             continue
         if compiled_route is not None:
