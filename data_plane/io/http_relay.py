@@ -17,8 +17,7 @@ from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
 from data_plane.io.upstream_pool import (
     OriginKey,
     UpstreamBroken,
-    UpstreamConnectError,
-    UpstreamConnectTimeout,
+    UpstreamConnectFailed,
     UpstreamPool,
     read_response_head,
 )
@@ -125,11 +124,9 @@ async def relay_http(
             response = await read_response_head(up, entry.read_timeout_seconds, sent_mark)
             runtime.metrics.upstream_latency_seconds.observe(time.monotonic() - sent_at)
             break
-        except UpstreamConnectError as exc:
-            log.debug("upstream %s: %s", upstream.url, exc)
-            return conn.answer_error(record, 502, "upstream refused the connection", close=has_body)
-        except UpstreamConnectTimeout:
-            return conn.answer_error(record, 504, "upstream connect timed out", close=has_body)
+        except UpstreamConnectFailed as exc:
+            log.debug("upstream %s: %r", upstream.url, exc)
+            return conn.answer_error(record, exc.status, exc.answer, close=has_body)
         except ChannelTimeout:
             assert up is not None
             up.abort()

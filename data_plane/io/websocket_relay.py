@@ -14,8 +14,7 @@ import h11
 from data_plane.io.channel import ChannelClosed, ChannelTimeout
 from data_plane.io.upstream_pool import (
     UpstreamBroken,
-    UpstreamConnectError,
-    UpstreamConnectTimeout,
+    UpstreamConnectFailed,
     read_response_head,
 )
 from data_plane.protocol.forwarding import (
@@ -71,10 +70,8 @@ async def relay_websocket(
         up = await client.runtime.pool.connect(
             upstream, entry.verify_upstream_tls, entry.upstream_ca_bundle_pem, entry.connect_timeout_seconds
         )
-    except UpstreamConnectError:
-        return client.answer_error(record, 502, "upstream refused the connection", close=True)
-    except UpstreamConnectTimeout:
-        return client.answer_error(record, 504, "upstream connect timed out", close=True)
+    except UpstreamConnectFailed as exc:
+        return client.answer_error(record, exc.status, exc.answer, close=True)
     try:
         up.send(h11.Request(method=b"GET", target=target, headers=headers))
         up.send(h11.EndOfMessage())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from data_plane.protocol.request_target import normalise_prefix, under_prefix
-from shared.models import ProxyTarget, Route
+from shared.models import ADMIN_OWNER, ProxyTarget, Route
 from shared.route_pattern import InvalidRoutePattern, RoutePattern, compile_route_pattern
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ class Upstream:
     port: int
     host_header: bytes  # what `Host` becomes when the proxy rewrites it
     base_path: str  # "" or a path without trailing slash, prepended to the request target
+    # The URL was written by an ordinary token (not ADMIN_OWNER): every address it connects to is checked
+    # against shared.target_policy at connect time (io.upstream_pool).
+    restricted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ class InvalidTarget(ValueError):
     pass
 
 
-def parse_upstream(url: str) -> Upstream:
+def parse_upstream(url: str, *, restricted: bool = False) -> Upstream:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidTarget(f"unsupported target URL {url!r}")
@@ -107,6 +110,7 @@ def parse_upstream(url: str) -> Upstream:
         port=port,
         host_header=host_header.encode("ascii"),
         base_path=parts.path.rstrip("/"),
+        restricted=restricted,
     )
 
 
@@ -131,14 +135,16 @@ def _route_applies(route: Route, proxy: ProxyTarget) -> bool:
 
 
 def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRoute | None:
+    restricted = route.owner != ADMIN_OWNER
     if route.target_url is not None:
-        upstream = parse_upstream(route.target_url)
+        upstream = parse_upstream(route.target_url, restricted=restricted)
     else:
         target = proxies.get(route.target_proxy or "")
         if target is None:
             log.warning("route %s targets unknown proxy %s; skipped", route.id, route.target_proxy)
             return None
-        upstream = parse_upstream(target.target_url)
+        # The URL is the target proxy's: restricted when either owner is an ordinary token.
+        upstream = parse_upstream(target.target_url, restricted=restricted or target.owner != ADMIN_OWNER)
     regex = compile_route_pattern(route.path_pattern) if route.match == "regex" else None
     return CompiledRoute(
         id=route.id,
@@ -168,7 +174,7 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
     wildcards: dict[str, ProxyEntry] = {}
     for proxy in by_host.values():
         try:
-            upstream = parse_upstream(proxy.target_url)
+            upstream = parse_upstream(proxy.target_url, restricted=proxy.owner != ADMIN_OWNER)
         except InvalidTarget as exc:
             log.warning("proxy %s skipped: %s", proxy.hostname, exc)
             continue
