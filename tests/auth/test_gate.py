@@ -335,6 +335,13 @@ def test_mcp_headers_ask_for_a_body_check(keys: SigningKeys, context: AuthContex
         assert isinstance(other, Forward) and other.mcp_check is None
 
 
+def test_headers_the_gate_judges_must_not_repeat(keys: SigningKeys, context: AuthContext) -> None:
+    for name in (b"mcp-method", b"mcp-name", b"content-type", b"origin"):
+        answer = run(context, bearer=token(keys), headers=[(name, b"a"), (name, b"b")])
+        assert isinstance(answer, Answer) and answer.status == 400, name
+        assert name.decode() in body_of(answer)["error_description"]
+
+
 def test_scheme_from_a_trusted_proxy_only() -> None:
     from data_plane.auth.gate import effective_scheme
 

@@ -256,6 +256,35 @@ def test_mcp_headers_must_match_the_body(
     assert len(http_backend.requests) == before  # refused bodies never went upstream
 
 
+def test_checked_headers_are_unambiguous_and_any_body_gets_an_answer(
+    plane: DataPlane, redis_sync: redis.Redis, http_backend: HttpBackend, signer: SigningKeys
+) -> None:
+    """A second Mcp-Name (or Mcp-Method, Content-Type, Origin) would let the gate check one copy while the
+    upstream reads the other; a body nested deeper than the JSON parser's stack is refused, not a crash."""
+    protect(redis_sync, plane, http_backend.url)
+    bearer = token(signer, plane)
+    body = rpc("tools/call", name="rm_rf")
+    for name, values in (
+        ("Mcp-Name", ("safe", "rm_rf")),
+        ("Mcp-Method", ("tools/list", "tools/call")),
+        ("Content-Type", ("text/plain", "application/json")),
+        ("Origin", ("https://a.example", "https://b.example")),
+    ):
+        head = (
+            f"POST /mcp HTTP/1.1\r\nHost: {HOST}:{plane.http_port}\r\nAuthorization: Bearer {bearer}\r\n"
+            f"Mcp-Method: tools/call\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+            + "".join(f"{name}: {value}\r\n" for value in values)
+            + "\r\n"
+        ).encode()
+        answer = raw_exchange(plane, head + body)
+        assert answer.startswith(b"HTTP/1.1 400 ") and f"one {name.lower()}".encode() in answer, name
+    deep = b"[" * 100_000
+    headers = {"Content-Type": "application/json", "Mcp-Method": "tools/call"}
+    status, _h, answer = call(plane, bearer=bearer, headers=headers, body=deep)
+    assert status == 400 and b"not JSON" in answer
+    assert http_backend.requests == []
+
+
 def test_mcp_header_check_on_a_chunked_body(
     plane: DataPlane, redis_sync: redis.Redis, http_backend: HttpBackend, signer: SigningKeys
 ) -> None:
