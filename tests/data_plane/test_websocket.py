@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection as FrameConnection
 from wsproto.events import AcceptConnection, CloseConnection, TextMessage
 from wsproto.events import Request as WsRequest
 
@@ -164,12 +165,14 @@ def _read_until(sock: socket.socket, ws: WSConnection, kind: type) -> object | N
         ws.receive_data(data)
 
 
-def _drain_to_eof(sock: socket.socket) -> None:
+def _drain_to_eof(sock: socket.socket) -> bytes:
+    received = b""
     try:
-        while sock.recv(65536):
-            pass
+        while chunk := sock.recv(65536):
+            received += chunk
     except ConnectionResetError:
         pass
+    return received
 
 
 def _websocket_session(port: int, ending: str) -> None:
@@ -177,6 +180,14 @@ def _websocket_session(port: int, ending: str) -> None:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         ws = WSConnection(ConnectionType.CLIENT)
+        if ending == "client gone before the 101":
+            # Upgrade, close frame and FIN in one go: the EOF reaches the proxy while it still speaks HTTP.
+            handshake = ws.send(WsRequest(host="app.test", target="/ws"))
+            frames = FrameConnection(ConnectionType.CLIENT)  # frames as they will be after the 101
+            sock.sendall(handshake + frames.send(CloseConnection(code=1000)))
+            sock.shutdown(socket.SHUT_WR)
+            assert _drain_to_eof(sock).startswith(b"HTTP/1.1 101 ")  # and then the server's close frame
+            return
         sock.sendall(ws.send(WsRequest(host="app.test", target="/ws")))
         assert isinstance(_read_until(sock, ws, AcceptConnection), AcceptConnection)
         sock.sendall(ws.send(TextMessage(data="hello")))
@@ -236,7 +247,15 @@ def _sockets_held(pid: int, *, local_port: int, remote_port: int) -> set[str]:
     }
 
 
-ENDINGS = ("client close frame", "server close frame", "client fin", "client rst", "server fin", "server rst")
+ENDINGS = (
+    "client close frame",
+    "server close frame",
+    "client fin",
+    "client rst",
+    "server fin",
+    "server rst",
+    "client gone before the 101",
+)
 
 
 def test_ended_websocket_sessions_leave_no_connection_open(
