@@ -138,6 +138,26 @@ def test_prefixes_match_on_segment_boundaries() -> None:
     assert normalise_prefix("/bad%zz") == "/bad%zz"  # matches nothing, as no request path has it
 
 
+def test_configured_prefixes_are_normalised_like_request_paths() -> None:
+    """A rule written in another spelling covers the paths it names (they arrive normalised)."""
+    policy = ProxyAccessPolicy.compile(
+        ProxyAuthConfig(
+            hostname="a.test",
+            public_paths=["/%68ealth"],
+            scope_rules=[ScopeRule(path_prefix="/x/../%6dcp", scopes=["write"])],
+        ),
+        None,
+    )
+    assert policy.is_public(parse(b"/health/live").path)
+    assert policy.scopes_for(parse(b"/mcp").path, "POST") == ("write",)
+    table = build_table(
+        1,
+        [ProxyTarget(hostname="a.test", target_url="http://main:1")],
+        [Route(id="r", path_pattern="/a/./b//", target_url="http://r:1")],
+    )
+    assert select_upstream(table.exact["a.test"], "GET", parse(b"/a/b/c").path)[1] == "r"
+
+
 # ---- every spelling of a path gets its normal form's decision (hypothesis)
 
 HOST = "app.test"
