@@ -4,9 +4,12 @@ refused; and sessions ended every way (close frame, FIN, RST, from either side) 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -283,3 +286,50 @@ def test_ended_websocket_sessions_leave_no_connection_open(
         assert data_plane.metric("mhp_open_connections") == 0
     finally:
         backend.close()
+
+
+def test_a_tunnel_passes_a_half_close_on(data_plane: DataPlane, redis_sync: redis.Redis) -> None:
+    """After the 101 the proxy relays bytes: a client that has finished sending (FIN) still gets what the
+    upstream sends after seeing that FIN; only when both directions have ended are the sockets closed."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def upstream() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            received = _drain_to_eof(conn)  # the client's bytes, then its FIN, passed on by the proxy
+            conn.sendall(b"after your FIN: " + received)
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    try:
+        configure(redis_sync, data_plane, [proxy_to(f"http://127.0.0.1:{port}")])
+        with socket.create_connection(("127.0.0.1", data_plane.http_port), timeout=10) as sock:
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(65536)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            sock.sendall(b"raw bytes")
+            sock.shutdown(socket.SHUT_WR)
+            rest = head.split(b"\r\n\r\n", 1)[1] + _drain_to_eof(sock)
+        assert rest == b"after your FIN: raw bytes"
+        thread.join(10)
+    finally:
+        listener.close()
