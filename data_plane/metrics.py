@@ -133,6 +133,12 @@ class Metrics:
             "ACME HTTP-01 challenge requests answered with a key authorisation by this process.",
             registry=self.registry,
         )
+        self.upstream_target_refusals_total = Counter(
+            "mhp_upstream_target_refusals",
+            "Upstream connections not made because every address of a target owned by an ordinary token "
+            "is outside what it may reach (not public, not in ALLOWED_TARGET_CIDRS, or a system port).",
+            registry=self.registry,
+        )
         self.tls_handshakes_total = Counter(
             "mhp_tls_handshakes",
             "TLS handshakes on the HTTPS listener, by result (ok or why it failed).",

@@ -34,6 +34,7 @@ from data_plane.tls.fallback import fallback_common_name
 from shared.config import Settings
 from shared.encryption import KeyNotConfigured, Keyring
 from shared.redis_client import create_redis
+from shared.target_policy import TargetPolicy
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ async def serve(
             max_idle_per_origin=limits.upstream_max_idle_per_origin,
             idle_seconds=limits.upstream_idle_seconds,
             max_response_head_bytes=limits.max_response_head_bytes,
+            target_policy=TargetPolicy.from_settings(settings),
+            on_target_refused=metrics.upstream_target_refusals_total.inc,
         ),
         loop=loop,
     )

@@ -23,6 +23,7 @@ from data_plane.auth.auth_table import AuthTable
 from data_plane.auth.gate import AuthContext
 from data_plane.auth.revocations import RevokedTokens
 from data_plane.auth.token_verifier import KeySet
+from data_plane.io.exchange import RequestIds
 from data_plane.io.upstream_pool import UpstreamPool
 from data_plane.limits import Limits
 from data_plane.metrics import Metrics
@@ -55,6 +56,7 @@ class Runtime:
     jwks_raw: str | None = None  # what auth_keys was built from, to notice a rotation between versions
     # Served certificates (None when HTTPS is off: no HTTPS_PORT or no KEY_ENCRYPTION_KEY_B64).
     certificates: CertificateStore | None = None
+    request_ids: RequestIds = field(default_factory=RequestIds)
 
     def auth_context(self) -> AuthContext:
         return AuthContext(self.settings.oauth_issuer, self.auth_keys, self.revoked)

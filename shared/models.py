@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.hostnames import normalise_hostname
+from shared.route_pattern import InvalidRoutePattern, compile_route_pattern
 
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ADMIN_OWNER = "admin"
@@ -86,6 +87,9 @@ class ProxyTarget(Stored):
     connect_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=86400)
     max_request_body_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    # Request paths may carry %2F / %5C (kept encoded, never a segment boundary); off by default because
+    # upstreams disagree on whether they split a path, which lets one path be judged and served differently.
+    allow_encoded_slashes: bool = False
     route_mode: Literal["all", "selective", "none"] = "all"
     enabled_route_ids: list[str] = Field(default_factory=list)
     disabled_route_ids: list[str] = Field(default_factory=list)
@@ -155,8 +159,8 @@ class Route(Stored):
     def _consistent(self) -> Route:
         if self.match == "regex":
             try:
-                re.compile(self.path_pattern)
-            except re.error as exc:
+                compile_route_pattern(self.path_pattern)
+            except InvalidRoutePattern as exc:
                 raise ValueError(f"path_pattern is not a valid regular expression: {exc}") from exc
         elif not self.path_pattern.startswith("/"):
             raise ValueError("a prefix path_pattern must start with '/'")

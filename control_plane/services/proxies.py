@@ -56,6 +56,9 @@ class ProxyTargetSettings(BaseModel):
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 60.0
     max_request_body_bytes: int = 100 * 1024 * 1024
+    allow_encoded_slashes: bool = Field(
+        default=False, description="Accept %2F and %5C in request paths (kept encoded); otherwise 400"
+    )
     route_mode: Literal["all", "selective", "none"] = "all"
     enabled_route_ids: list[str] = Field(default_factory=list)
     disabled_route_ids: list[str] = Field(default_factory=list)

@@ -37,7 +37,8 @@ class RouteSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path_pattern: str = Field(
-        description="Path prefix starting with '/', or a Python regex when match='regex'"
+        description="Path prefix starting with '/', or an RE2 regex (no backreferences or lookaround) when "
+        "match='regex'"
     )
     match: Literal["prefix", "regex"] = "prefix"
     methods: list[str] = Field(default_factory=list, description="Empty = every method")

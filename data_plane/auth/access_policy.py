@@ -1,31 +1,20 @@
 """Per-proxy protection compiled once from the stored config (ProxyAuthConfig + ProxyResource) into plain
-slotted data for the hot path: is a path public, which scopes does a request need, which headers carry
-the identity upstream, and which client-sent headers must be stripped so nobody can forge an identity.
+slotted data for the hot path: is a path public, which scopes does a request need, and which headers carry
+the identity upstream (client copies of those, and of every other identity header, are dropped by
+protocol.forwarding, so nobody can forge an identity).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from data_plane.protocol.request_target import normalise_prefix, under_prefix
 from shared.models import ProxyAuthConfig, ProxyResource
 
 from .protected_resource import PRM_WELL_KNOWN
 from .token_verifier import Identity, TokenRequirements
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
-# Client-sent headers that could pass for an identity asserted by us; always removed before upstream.
-FORGEABLE_HEADER_PREFIXES = ("x-auth-",)
-FORGEABLE_HEADERS = frozenset(
-    {
-        "x-forwarded-user",
-        "x-forwarded-email",
-        "x-forwarded-preferred-username",
-        "x-remote-user",
-        "remote-user",
-        "x-user",
-        "x-email",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +39,7 @@ class ProxyAccessPolicy:
     identity_headers: tuple[tuple[str, str], ...]
     allowed_origins: frozenset[str] = frozenset()  # empty: Origin is not checked
     allowed_clients: frozenset[str] = frozenset()  # client_credentials tokens admitted, by client id
+    identity_header_names: frozenset[bytes] = frozenset()  # of identity_headers, lower-case bytes
 
     @classmethod
     def compile(cls, config: ProxyAuthConfig, resource: ProxyResource | None) -> ProxyAccessPolicy:
@@ -66,30 +56,32 @@ class ProxyAccessPolicy:
             scopes_supported=tuple(supported),
             required_scopes=tuple(config.required_scopes),
             scope_rules=tuple(
-                ScopeRuleData(r.path_prefix, frozenset(r.methods), tuple(r.scopes))
+                ScopeRuleData(normalise_prefix(r.path_prefix), frozenset(r.methods), tuple(r.scopes))
                 for r in config.scope_rules
             ),
-            public_paths=tuple(config.public_paths),
+            public_paths=tuple(normalise_prefix(p) for p in config.public_paths),
             allowed_users=frozenset(config.allowed_users),
             allowed_orgs=frozenset(config.allowed_orgs),
             identity_headers=tuple(config.identity_headers.items()),
             allowed_origins=frozenset(config.allowed_origins),
             allowed_clients=frozenset(config.allowed_clients),
+            identity_header_names=frozenset(h.lower().encode("ascii") for h in config.identity_headers),
         )
 
     def is_public(self, path: str) -> bool:
-        """PRM documents, ACME challenges and configured exclusions never need a token."""
+        """PRM documents, ACME challenges and configured exclusions never need a token. `path` is
+        normalised (protocol.request_target), and prefixes match on segment boundaries."""
         if (
             path == PRM_WELL_KNOWN
             or path.startswith(PRM_WELL_KNOWN + "/")
             or path.startswith(ACME_CHALLENGE_PREFIX)
         ):
             return True
-        return any(path.startswith(prefix) for prefix in self.public_paths)
+        return any(under_prefix(path, prefix) for prefix in self.public_paths)
 
     def scopes_for(self, path: str, method: str) -> tuple[str, ...]:
         for rule in self.scope_rules:
-            if path.startswith(rule.path_prefix) and (not rule.methods or method.upper() in rule.methods):
+            if under_prefix(path, rule.path_prefix) and (not rule.methods or method.upper() in rule.methods):
                 return rule.scopes
         return self.required_scopes
 
@@ -104,17 +96,6 @@ class ProxyAccessPolicy:
             allowed_orgs=self.allowed_orgs,
             allowed_clients=self.allowed_clients,
         )
-
-    def stripped_header(self, name: str) -> bool:
-        """True for a client-sent header that must not reach upstream (Authorization, forgeable identity)."""
-        lower = name.lower()
-        if (
-            lower == "authorization"
-            or lower in FORGEABLE_HEADERS
-            or lower.startswith(FORGEABLE_HEADER_PREFIXES)
-        ):
-            return True
-        return any(lower == header.lower() for header, _ in self.identity_headers)
 
     def upstream_identity_headers(self, identity: Identity) -> list[tuple[str, str]]:
         values = {

@@ -1,17 +1,25 @@
 """The protection of one request to a protected proxy: the request head in, one decision out (sans-IO).
 
 `decide` returns
-- `Answer`: the data plane responds itself (the PRM document, 401/403 with WWW-Authenticate, 403 for a
-  disallowed Origin, 400 for an unusable Host, 503 when the proxy's protection config is unreadable);
+- `Answer`: the data plane responds itself (the PRM document, a CORS preflight, 401/403 with
+  WWW-Authenticate, 403 for a disallowed Origin, 400 for an unusable Host, 503 when the proxy's protection
+  config is unreadable);
 - `ToAuthorizationServer`: forward the request unchanged to the AUTH_HOST proxy (2025-03-26 clients look for
   AS metadata and /authorize, /token, /register on the resource's own origin);
-- `Forward`: send it upstream with `headers` in place of the client's: Authorization and every forgeable
-  identity header removed, ours added when a token was verified. When `mcp_check` is set, the body must be
-  checked against the Mcp-Method / Mcp-Name headers (`check_body`) before anything goes upstream.
+- `Forward`: send it upstream with `headers` in place of the client's (Authorization and the authorization
+  server's cookies removed) and `asserted`, the proxy's identity headers: protocol.forwarding drops every
+  client copy of an identity header and adds ours (when a token was verified) after all client headers are
+  filtered. When `mcp_check` is set, the body must be checked against the Mcp-Method / Mcp-Name headers
+  (`check_body`) before anything goes upstream. `cors` is set for a token-checked browser request: the
+  relayed answer carries the proxy's CORS headers.
 
-Order: Origin allowlist, PRM documents, authorization-server paths, CORS preflights and public paths (no
-token), then the token. The token is only ever read from the Authorization header; a query-string
-`access_token` is ignored (and so is refused as "no token"). Nothing here reads the clock or does I/O.
+Order: Origin allowlist, PRM documents, authorization-server paths, public paths (forwarded without a token,
+preflights included: the upstream answers for its public paths), CORS preflights (answered here: a preflight
+carries no credentials and must not reach the upstream, which may not even know OPTIONS), then the token.
+CORS: with no allowed_origins configured any origin may call (`*`: bearer tokens, not cookies, so another
+site gains nothing); with a list, the caller's Origin is echoed with `Vary: Origin`. The token is only ever
+read from the Authorization header; a query-string `access_token` is ignored (and so is refused as "no
+token"). Nothing here reads the clock or does I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from __future__ import annotations
 import json
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
+
+from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors
 
 from . import mcp_headers
 from .access_policy import ProxyAccessPolicy
@@ -50,6 +60,12 @@ _CORS_ANY = (b"access-control-allow-origin", b"*")
 # Browser-based MCP clients must be able to read the challenge of a cross-origin 401/403.
 _CORS_EXPOSE = (b"access-control-expose-headers", b"WWW-Authenticate")
 _NO_STORE = (b"cache-control", b"no-store")
+# What a browser MCP client sends (MCP-AUTH: Streamable HTTP headers; Mcp-Method / Mcp-Name from 2026-07-28).
+PREFLIGHT_ALLOW_METHODS = b"GET, POST, DELETE, OPTIONS"
+PREFLIGHT_ALLOW_HEADERS = (
+    b"Authorization, Content-Type, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name"
+)
+PREFLIGHT_MAX_AGE_SECONDS = 86400
 # Name prefix of the authorization server's cookies (control_plane/oauth/cookies.py).
 AUTH_SERVER_COOKIE_PREFIX = b"__Host-mhp_"
 
@@ -75,8 +91,10 @@ class McpCheck:
 @dataclass(frozen=True, slots=True)
 class Forward:
     headers: Headers
+    asserted: AssertedIdentity
     mcp_check: McpCheck | None = None
     login: str = ""  # who the request runs as: a login, "client:<id>" for a machine, "" without a token
+    cors: ResponseCors | None = None
 
 
 GateDecision = Answer | ToAuthorizationServer | Forward
@@ -122,7 +140,8 @@ def decide(
     authorizations: list[bytes] = []
     mcp_method: bytes | None = None
     mcp_name: bytes | None = None
-    content_type = b""
+    content_type: bytes | None = None
+    repeated = b""
     preflight = False
     for name, value in headers:
         if name == b"host":
@@ -130,15 +149,24 @@ def decide(
         elif name == b"authorization":
             authorizations.append(value)
         elif name == b"origin":
+            repeated = repeated or (name if origin_header is not None else b"")
             origin_header = value
         elif name == b"mcp-method":
+            repeated = repeated or (name if mcp_method is not None else b"")
             mcp_method = value
         elif name == b"mcp-name":
+            repeated = repeated or (name if mcp_name is not None else b"")
             mcp_name = value
         elif name == b"content-type":
+            repeated = repeated or (name if content_type is not None else b"")
             content_type = value
         elif name == b"access-control-request-method":
             preflight = True
+    if repeated:
+        # The gate would judge one copy and the upstream might read the other (most frameworks take the
+        # first): headers that decide the Origin and Mcp-* checks must be unambiguous.
+        header = repeated.decode("ascii")
+        return _error(400, "invalid_request", f"send at most one {header} header")
 
     origin = origin_of(scheme, host.decode("latin-1"))
     if origin is None:
@@ -159,10 +187,11 @@ def decide(
     if is_authorization_server_path(path):
         return ToAuthorizationServer()
 
-    kept = _upstream_headers(policy, headers)
-    if (preflight and method == b"OPTIONS") or policy.is_public(path):
-        # A CORS preflight carries no credentials by design and cannot invoke anything.
-        return Forward(kept)
+    kept = _upstream_headers(headers)
+    if policy.is_public(path):
+        return Forward(kept, AssertedIdentity(policy.identity_header_names))
+    if preflight and method == b"OPTIONS" and origin_header is not None:
+        return _preflight_answer(_allow_origin(policy, origin_header))
     if len(authorizations) > 1:
         # Two credentials are ambiguous (which one would a later hop believe?): RFC 6750 invalid_request.
         challenge = www_authenticate(
@@ -188,30 +217,51 @@ def decide(
     if isinstance(decision, Deny):
         return _deny_answer(decision, origin, resource_path, requirements.scopes)
     identity = decision.identity
-    kept.extend(
-        (header.lower().encode("latin-1"), value.encode("utf-8"))
-        for header, value in policy.upstream_identity_headers(identity)
+    asserted = AssertedIdentity(
+        policy.identity_header_names,
+        tuple(
+            (header.lower().encode("latin-1"), value.encode("utf-8"))
+            for header, value in policy.upstream_identity_headers(identity)
+        ),
     )
     check = None
     if (
         (mcp_method is not None or mcp_name is not None)
         and method == b"POST"
-        and content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+        and (content_type or b"").split(b";", 1)[0].strip().lower() == b"application/json"
     ):
         check = McpCheck(
             None if mcp_method is None else mcp_method.decode("latin-1"),
             None if mcp_name is None else mcp_name.decode("latin-1"),
         )
-    return Forward(kept, check, identity.login or identity.sub)
+    cors = None if origin_header is None else ResponseCors(_allow_origin(policy, origin_header))
+    return Forward(kept, asserted, check, identity.login or identity.sub, cors)
 
 
-def _upstream_headers(policy: ProxyAccessPolicy, headers: Headers) -> Headers:
-    """The client's headers minus Authorization, forgeable identity headers, and the authorization server's
-    own cookies: a 2025-03-26 client logs in through the resource host, so the browser holds our session
-    cookie for this origin, and the upstream must never see it (it could act as the user at /authorize)."""
+def _allow_origin(policy: ProxyAccessPolicy, origin_header: bytes) -> bytes:
+    """Access-Control-Allow-Origin for a caller that passed the Origin check."""
+    return origin_header.strip() if policy.allowed_origins else b"*"
+
+
+def _preflight_answer(allow_origin: bytes) -> Answer:
+    headers = [
+        (b"access-control-allow-origin", allow_origin),
+        (b"access-control-allow-methods", PREFLIGHT_ALLOW_METHODS),
+        (b"access-control-allow-headers", PREFLIGHT_ALLOW_HEADERS),
+        (b"access-control-max-age", b"%d" % PREFLIGHT_MAX_AGE_SECONDS),
+    ]
+    if allow_origin != b"*":
+        headers.append((b"vary", b"Origin"))
+    return Answer(204, tuple(headers), b"")
+
+
+def _upstream_headers(headers: Headers) -> Headers:
+    """The client's headers minus Authorization and the authorization server's own cookies: a 2025-03-26
+    client logs in through the resource host, so the browser holds our session cookie for this origin, and
+    the upstream must never see it (it could act as the user at /authorize)."""
     kept: Headers = []
     for name, value in headers:
-        if policy.stripped_header(name.decode("latin-1")):
+        if name == b"authorization":
             continue
         if name == b"cookie" and AUTH_SERVER_COOKIE_PREFIX in value:
             pairs = [p for p in value.split(b";") if not p.strip().startswith(AUTH_SERVER_COOKIE_PREFIX)]

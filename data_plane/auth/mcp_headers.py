@@ -40,7 +40,8 @@ def check(mcp_method: str | None, mcp_name: str | None, body: bytes) -> McpHeade
         return HeadersMatch()
     try:
         message = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: nesting deeper than the parser's stack (`[[[[...`), which no JSON-RPC message has.
         return HeadersMismatch("Mcp-Method/Mcp-Name headers sent with a body that is not JSON")
     if not isinstance(message, dict):
         return HeadersMismatch("Mcp-Method/Mcp-Name headers cannot describe a JSON-RPC batch")

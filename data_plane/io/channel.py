@@ -6,7 +6,9 @@ water marks: `drain()` waits while the write buffer is above the high mark. A pr
 and writes the other therefore never holds more than about one read chunk plus one write buffer per direction.
 
 After a protocol switch (WebSocket) the channel becomes a raw tunnel to a peer channel with the same
-back-pressure pairing (a full peer write buffer pauses this side's reading).
+back-pressure pairing (a full peer write buffer pauses this side's reading). A tunnel passes EOF on as a
+half-close (the other direction may still carry data), and once both directions have ended, or one side
+cannot be half-closed, it closes both sockets: nothing else would.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class HttpChannel(asyncio.Protocol):
         "tls",
         "transport",
         "tunnel_peer",
+        "tunnel_read_ended",
     )
 
     def __init__(
@@ -71,6 +74,7 @@ class HttpChannel(asyncio.Protocol):
         self.tls = False
         self.idle_since = 0.0
         self.tunnel_peer: HttpChannel | None = None
+        self.tunnel_read_ended = False  # in tunnel mode: this side's peer has sent EOF
         self.on_close: Any = None
         self._reading = True
         self._write_paused = False
@@ -136,11 +140,8 @@ class HttpChannel(asyncio.Protocol):
             # The peer closed before the last byte its Content-Length promised.
             self._wake_reader(ChannelClosed("connection closed mid-body"))
             return True
-        peer = self.tunnel_peer
-        if peer is not None:
-            if peer.transport is not None and not peer.closed and peer.transport.can_write_eof():
-                peer.transport.write_eof()
-            return True
+        if self.tunnel_peer is not None:
+            return self._end_tunnel_direction()
         if self.in_pool:
             return False
         self.conn.receive_data(b"")
@@ -360,9 +361,26 @@ class HttpChannel(asyncio.Protocol):
     # Tunnel and lifecycle ------------------------------------------------------------------------------
 
     def start_tunnel(self, peer: HttpChannel) -> None:
-        """Relay raw bytes to `peer` from now on (after a 101 Switching Protocols)."""
+        """Relay raw bytes to `peer` from now on (after a 101 Switching Protocols). An EOF that arrived
+        while this side was still speaking HTTP is passed on now."""
         self.tunnel_peer = peer
+        if self.conn.trailing_data[1]:
+            self._end_tunnel_direction()
         self._resume_reading()
+
+    def _end_tunnel_direction(self) -> bool:
+        """This side sent EOF: half-close the peer's side, or close both once the other direction has ended
+        too (or the peer cannot be half-closed). Returns whether this transport stays open."""
+        peer = self.tunnel_peer
+        assert peer is not None
+        self.tunnel_read_ended = True
+        transport = peer.transport
+        if peer.tunnel_read_ended or peer.closed or transport is None or not transport.can_write_eof():
+            self.close()
+            peer.close()
+            return False
+        transport.write_eof()
+        return True
 
     def close(self) -> None:
         if self._out:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import time
 from typing import Any, cast
 
@@ -30,13 +29,11 @@ from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
 from data_plane.io.http_relay import relay_http
 from data_plane.io.protected_exchange import guard
 from data_plane.io.websocket_relay import relay_websocket
-from data_plane.protocol.forwarding import (
-    MCP_EXPOSED_HEADERS,
-    header_pairs,
-)
+from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors, header_pairs
 from data_plane.protocol.https_redirect import https_location
 from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
 from data_plane.protocol.request_head import check_head, find_head_end
+from data_plane.protocol.request_target import TargetRejected, parse_request_target
 from data_plane.protocol.websocket_handshake import is_websocket_upgrade
 from data_plane.request_log import RequestLogEntry
 from data_plane.routing.route_table import lookup_proxy, normalise_host, select_upstream
@@ -45,8 +42,6 @@ from data_plane.runtime import Runtime
 log = logging.getLogger(__name__)
 
 MAX_PROXY_HEADER_BYTES = 16 + 65535
-_REQUEST_ID_PREFIX = os.urandom(6).hex()
-_ACME_PREFIX = CHALLENGE_PATH_PREFIX.encode()
 _REASONS = {
     308: "Permanent Redirect",
     400: "Bad Request",
@@ -76,7 +71,6 @@ class ClientConnection(HttpChannel):
     __slots__ = (
         "_closed_waiter",
         "_proxy_buffer",
-        "_request_counter",
         "_task",
         "active_upstream",
         "busy",
@@ -106,7 +100,6 @@ class ClientConnection(HttpChannel):
         self._task: asyncio.Task[None] | None = None
         self._proxy_buffer: bytearray | None = bytearray() if expect_proxy_header else None
         self._closed_waiter: asyncio.Future[None] | None = None
-        self._request_counter = 0
         # The upstream connection serving the current request, so a vanished client releases it at once
         # (an SSE stream or long poll may not send the next byte for minutes).
         self.active_upstream: HttpChannel | None = None
@@ -314,13 +307,11 @@ class ClientConnection(HttpChannel):
         """Route and relay one request; returns whether the connection may serve another."""
         runtime = self.runtime
         started = time.monotonic()
-        self._request_counter += 1
-        request_id = f"{_REQUEST_ID_PREFIX}{id(self) & 0xFFFFFF:06x}{self._request_counter:x}".encode()
+        request_id = runtime.request_ids.next()
         host_raw = b""
         content_length = -1
         chunked = False
         upgrade = False
-        has_origin = False
         request_headers = header_pairs(request.headers)
         for name, value in request_headers:
             if name == b"host":
@@ -331,37 +322,42 @@ class ClientConnection(HttpChannel):
                 chunked = True
             elif name == b"upgrade":
                 upgrade = True
-            elif name == b"origin":
-                has_origin = True
         # An answer of ours to a request with an unread body must close the connection.
         has_body = chunked or content_length > 0
         if not has_body:
             # A bodiless request has ended with its head: tell h11's state machine directly (what its
             # zero-length reader would yield from next_event, minus the reader) so the cycle can end.
             self.body_received()
-        host = normalise_host(host_raw)
-        target = request.target
-        query_at = target.find(b"?")
-        path = (target if query_at < 0 else target[:query_at]).decode("latin-1")
         method = request.method
-        record = ExchangeRecord(
-            started, host, method.decode("ascii"), target.decode("latin-1"), request_id.decode()
-        )
+        parsed = parse_request_target(method, request.target, host_raw)
+        if isinstance(parsed, TargetRejected):
+            raw = request.target.decode("latin-1")
+            record = ExchangeRecord(
+                started, normalise_host(host_raw), method.decode("ascii"), raw, request_id
+            )
+            keep_alive = self.answer_error(record, 400, f"bad request target: {parsed.reason}", close=True)
+            self.finish_record(record)
+            return keep_alive
+        # From here on only the normalised target exists: ACME, routing, auth and the upstream all see it.
+        host = normalise_host(parsed.host)
+        target = parsed.target
+        path = parsed.path
+        record = ExchangeRecord(started, host, method.decode("ascii"), target.decode("latin-1"), request_id)
 
         try:
-            if target.startswith(_ACME_PREFIX):
+            if path.startswith(CHALLENGE_PATH_PREFIX):
                 # ACME HTTP-01 answers come from Redis before routing and auth, on any Host (issue 4).
-                return await self._answer_acme(record, target, close=has_body)
-            if not target.startswith(b"/"):
-                if target == b"*" and method == b"OPTIONS":
-                    pass
-                else:
-                    return self.answer_error(record, 400, "only origin-form request targets are supported")
+                return await self._answer_acme(record, path, close=has_body)
             entry = lookup_proxy(runtime.table, host)
             if entry is None:
                 return self.answer_error(record, 404, f"unknown host: {host}", close=has_body)
             if not entry.enabled:
                 return self.answer_error(record, 503, f"proxy {entry.hostname} is disabled", close=has_body)
+            if parsed.encoded_separator and not entry.allow_encoded_slashes:
+                # Upstreams disagree on whether %2F splits a segment; the proxy must opt in to them.
+                return self.answer_error(
+                    record, 400, "encoded '/' or '\\' in the request path is not allowed", close=has_body
+                )
             if self.scheme == b"http":
                 if entry.redirect_http and entry.enable_https and self._https_live(host):
                     return self._redirect_to_https(record, host, target, close=has_body)
@@ -382,34 +378,29 @@ class ClientConnection(HttpChannel):
             if content_length > entry.max_request_body_bytes:
                 return self.answer_error(record, 413, "request body too large", close=True)
             body: bytes | None = None
-            cors_expose = b""
+            asserted: AssertedIdentity | None = None
+            cors: ResponseCors | None = None
             policies = runtime.auth_policies
             if policies and entry.hostname in policies:
-                if has_origin:
-                    # A browser-based MCP client must be able to read the session and auth headers.
-                    cors_expose = MCP_EXPOSED_HEADERS
                 # A protected proxy (data_plane.auth.gate); unprotected ones pay only the check above.
                 guarded = await guard(
                     self, record, request, request_headers, entry, path, content_length, chunked
                 )
-                if type(guarded) is bool:
+                if isinstance(guarded, bool):
                     return guarded
-                entry, request_headers, body = guarded
-                if upgrade:
-                    request = h11.Request(
-                        method=request.method,
-                        target=request.target,
-                        headers=request_headers,
-                        http_version=request.http_version,
-                    )
+                entry, request_headers, body = guarded.entry, guarded.headers, guarded.body
+                asserted, cors = guarded.asserted, guarded.cors
             upstream, route_id = select_upstream(entry, record.method, path)
             record.route_id = route_id
             record.upstream = upstream.url
             if upgrade and is_websocket_upgrade(request.headers):
-                return await relay_websocket(self, request, entry, upstream, record)
+                return await relay_websocket(
+                    self, request, target, request_headers, entry, upstream, record, asserted
+                )
             return await relay_http(
                 self,
                 request,
+                target,
                 request_headers,
                 entry,
                 upstream,
@@ -417,7 +408,8 @@ class ClientConnection(HttpChannel):
                 content_length,
                 chunked,
                 body,
-                cors_expose,
+                asserted,
+                cors,
             )
         except ClientAborted:
             record.status = record.status or 499
@@ -468,9 +460,9 @@ class ClientConnection(HttpChannel):
             extra=[(b"location", location)],
         )
 
-    async def _answer_acme(self, record: ExchangeRecord, target: bytes, *, close: bool) -> bool:
+    async def _answer_acme(self, record: ExchangeRecord, path: str, *, close: bool) -> bool:
         try:
-            answer = await answer_challenge(self.runtime.redis, target.decode("latin-1"))
+            answer = await answer_challenge(self.runtime.redis, path)
         except Exception as exc:  # Redis down: the CA retries; never a traceback per probe
             log.warning("ACME challenge lookup failed: %s", exc)
             return self.answer_error(record, 503, "ACME challenge store unavailable", close=close)

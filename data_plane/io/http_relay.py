@@ -17,12 +17,13 @@ from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
 from data_plane.io.upstream_pool import (
     OriginKey,
     UpstreamBroken,
-    UpstreamConnectError,
-    UpstreamConnectTimeout,
+    UpstreamConnectFailed,
     UpstreamPool,
     read_response_head,
 )
 from data_plane.protocol.forwarding import (
+    AssertedIdentity,
+    ResponseCors,
     client_response_headers,
     header_pairs,
     serialise_head,
@@ -54,6 +55,7 @@ class _UpstreamAnswered(Exception):
 async def relay_http(
     conn: ClientConnection,
     request: h11.Request,
+    target: bytes,
     request_headers: list[tuple[bytes, bytes]],
     entry: ProxyEntry,
     upstream: Upstream,
@@ -61,7 +63,8 @@ async def relay_http(
     content_length: int,
     chunked: bool,
     body: bytes | None = None,
-    cors_expose: bytes = b"",
+    asserted: AssertedIdentity | None = None,
+    cors: ResponseCors | None = None,
 ) -> bool:
     runtime = conn.runtime
     pool = runtime.pool
@@ -74,8 +77,8 @@ async def relay_http(
         request_id=record.request_id.encode(),
         trusted_peer=conn.trusted_peer,
         chunked=chunked,
+        asserted=asserted,
     )
-    target = request.target
     if upstream.base_path:
         target = upstream.base_path.encode() + target
     has_body = chunked or content_length > 0
@@ -121,11 +124,9 @@ async def relay_http(
             response = await read_response_head(up, entry.read_timeout_seconds, sent_mark)
             runtime.metrics.upstream_latency_seconds.observe(time.monotonic() - sent_at)
             break
-        except UpstreamConnectError as exc:
-            log.debug("upstream %s: %s", upstream.url, exc)
-            return conn.answer_error(record, 502, "upstream refused the connection", close=has_body)
-        except UpstreamConnectTimeout:
-            return conn.answer_error(record, 504, "upstream connect timed out", close=has_body)
+        except UpstreamConnectFailed as exc:
+            log.debug("upstream %s: %r", upstream.url, exc)
+            return conn.answer_error(record, exc.status, exc.answer, close=has_body)
         except ChannelTimeout:
             assert up is not None
             up.abort()
@@ -173,7 +174,7 @@ async def relay_http(
         request_id=record.request_id.encode(),
         close=close,
         hsts=entry.hsts_header if conn.scheme == b"https" else b"",
-        cors_expose=cors_expose,
+        cors=cors,
     )
     status = response.status_code
     record.status = status

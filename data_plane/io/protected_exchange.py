@@ -5,6 +5,7 @@ proxy for authorization-server paths) with the client headers as the gate rewrot
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
@@ -21,13 +22,24 @@ from data_plane.auth.gate import (
     effective_scheme,
 )
 from data_plane.io.exchange import ClientBadBody, ExchangeRecord
+from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors
 from data_plane.routing.route_table import ProxyEntry
 
 if TYPE_CHECKING:
     from data_plane.io.client_connection import ClientConnection
 
-# What the gate lets through: the proxy entry to use, the rewritten client headers, the body if it was read.
-Guarded = tuple[ProxyEntry, list[tuple[bytes, bytes]], bytes | None]
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """What the gate lets through: the proxy entry to use, the client headers as the gate left them, the
+    identity to assert upstream (None when the request goes to the authorization server), the body if it
+    had to be read, and the CORS headers of the relayed answer (a token-checked browser request)."""
+
+    entry: ProxyEntry
+    headers: list[tuple[bytes, bytes]]
+    asserted: AssertedIdentity | None
+    body: bytes | None
+    cors: ResponseCors | None = None
 
 
 async def guard(
@@ -58,7 +70,7 @@ async def guard(
         if type(decision) is Forward:
             check = decision.mcp_check
             if check is None:
-                return entry, decision.headers, None
+                return Guarded(entry, decision.headers, decision.asserted, None, decision.cors)
             limit = min(MAX_CHECKED_BODY_BYTES, entry.max_request_body_bytes)
             body = await read_whole_body(conn, limit) if has_body else b""
             if body is None and limit < MAX_CHECKED_BODY_BYTES:
@@ -66,14 +78,16 @@ async def guard(
             rejected = check_body(check, body)
             if rejected is not None:
                 return answer_gate(conn, record, rejected, close=body is None)
-            return entry, decision.headers, body if has_body else None
+            return Guarded(
+                entry, decision.headers, decision.asserted, body if has_body else None, decision.cors
+            )
         if type(decision) is ToAuthorizationServer:
             auth_host = runtime.settings.auth_host
             auth_entry = runtime.table.exact.get(auth_host)
             if auth_entry is None or not auth_entry.enabled:
                 message = f"authorization server proxy {auth_host} is not available"
                 return conn.answer_error(record, 502, message, close=has_body)
-            return auth_entry, request_headers, None
+            return Guarded(auth_entry, request_headers, None, None)
         answer = cast(Answer, decision)
         # Read (and drop) a small body so the answer is not lost to a reset of a half-read connection.
         close = has_body and (

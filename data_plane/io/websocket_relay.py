@@ -14,11 +14,14 @@ import h11
 from data_plane.io.channel import ChannelClosed, ChannelTimeout
 from data_plane.io.upstream_pool import (
     UpstreamBroken,
-    UpstreamConnectError,
-    UpstreamConnectTimeout,
+    UpstreamConnectFailed,
     read_response_head,
 )
-from data_plane.protocol.forwarding import client_response_headers, upstream_request_headers
+from data_plane.protocol.forwarding import (
+    AssertedIdentity,
+    client_response_headers,
+    upstream_request_headers,
+)
 from data_plane.protocol.websocket_handshake import UpgradeRejected, accept_is_valid, check_upgrade_request
 from data_plane.routing.route_table import ProxyEntry, Upstream
 
@@ -30,11 +33,15 @@ if TYPE_CHECKING:
 async def relay_websocket(
     client: ClientConnection,
     request: h11.Request,
+    target: bytes,
+    request_headers: list[tuple[bytes, bytes]],
     entry: ProxyEntry,
     upstream: Upstream,
     record: ExchangeRecord,
+    asserted: AssertedIdentity | None = None,
 ) -> bool:
-    """Returns False: after a WebSocket (or a refused upgrade) the client connection is done."""
+    """Returns False: after a WebSocket (or a refused upgrade) the client connection is done. `target` is
+    the normalised request target, `request_headers` the client's headers as the auth gate left them."""
     checked = check_upgrade_request(request.method, request.http_version, request.headers)
     if isinstance(checked, UpgradeRejected):
         return client.answer_error(
@@ -45,7 +52,7 @@ async def relay_websocket(
         return client.answer_error(record, 400, "WebSocket upgrade request must not have a body", close=True)
 
     headers, _host = upstream_request_headers(
-        request.headers,
+        request_headers,
         entry=entry,
         upstream_host_header=upstream.host_header,
         client_ip=client.client_ip,
@@ -53,20 +60,18 @@ async def relay_websocket(
         request_id=record.request_id.encode(),
         trusted_peer=client.trusted_peer,
         chunked=False,
+        asserted=asserted,
     )
     headers.append((b"connection", b"Upgrade"))
     headers.append((b"upgrade", b"websocket"))
-    target = request.target
     if upstream.base_path:
         target = upstream.base_path.encode() + target
     try:
         up = await client.runtime.pool.connect(
             upstream, entry.verify_upstream_tls, entry.upstream_ca_bundle_pem, entry.connect_timeout_seconds
         )
-    except UpstreamConnectError:
-        return client.answer_error(record, 502, "upstream refused the connection", close=True)
-    except UpstreamConnectTimeout:
-        return client.answer_error(record, 504, "upstream connect timed out", close=True)
+    except UpstreamConnectFailed as exc:
+        return client.answer_error(record, exc.status, exc.answer, close=True)
     try:
         up.send(h11.Request(method=b"GET", target=target, headers=headers))
         up.send(h11.EndOfMessage())

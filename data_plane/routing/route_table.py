@@ -8,17 +8,19 @@ the result.
 
 Semantics (shared contract): exact host first, else the longest `*.suffix` wildcard; among the proxy's
 applicable routes, highest priority first, ties by id ascending; first matching route wins, else the proxy's
-target."""
+target. Routes match the normalised request path (protocol.request_target): a prefix on segment boundaries
+(`under_prefix`, the same rule public paths and scope rules use), a regex from the path's start."""
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.models import ProxyTarget, Route
+from data_plane.protocol.request_target import normalise_prefix, under_prefix
+from shared.models import ADMIN_OWNER, ProxyTarget, Route
+from shared.route_pattern import InvalidRoutePattern, RoutePattern, compile_route_pattern
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ class Upstream:
     port: int
     host_header: bytes  # what `Host` becomes when the proxy rewrites it
     base_path: str  # "" or a path without trailing slash, prepended to the request target
+    # The URL was written by an ordinary token (not ADMIN_OWNER): every address it connects to is checked
+    # against shared.target_policy at connect time (io.upstream_pool).
+    restricted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +46,7 @@ class CompiledRoute:
     priority: int
     methods: frozenset[str]
     prefix: str | None
-    regex: re.Pattern[str] | None
+    regex: RoutePattern | None  # RE2: linear-time matching, whoever wrote the pattern
     upstream: Upstream
 
 
@@ -64,6 +69,7 @@ class ProxyEntry:
     connect_timeout_seconds: float
     read_timeout_seconds: float
     max_request_body_bytes: int
+    allow_encoded_slashes: bool
     routes: tuple[CompiledRoute, ...]
 
 
@@ -84,7 +90,7 @@ class InvalidTarget(ValueError):
     pass
 
 
-def parse_upstream(url: str) -> Upstream:
+def parse_upstream(url: str, *, restricted: bool = False) -> Upstream:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidTarget(f"unsupported target URL {url!r}")
@@ -104,6 +110,7 @@ def parse_upstream(url: str) -> Upstream:
         port=port,
         host_header=host_header.encode("ascii"),
         base_path=parts.path.rstrip("/"),
+        restricted=restricted,
     )
 
 
@@ -128,20 +135,22 @@ def _route_applies(route: Route, proxy: ProxyTarget) -> bool:
 
 
 def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRoute | None:
+    restricted = route.owner != ADMIN_OWNER
     if route.target_url is not None:
-        upstream = parse_upstream(route.target_url)
+        upstream = parse_upstream(route.target_url, restricted=restricted)
     else:
         target = proxies.get(route.target_proxy or "")
         if target is None:
             log.warning("route %s targets unknown proxy %s; skipped", route.id, route.target_proxy)
             return None
-        upstream = parse_upstream(target.target_url)
-    regex = re.compile(route.path_pattern) if route.match == "regex" else None
+        # The URL is the target proxy's: restricted when either owner is an ordinary token.
+        upstream = parse_upstream(target.target_url, restricted=restricted or target.owner != ADMIN_OWNER)
+    regex = compile_route_pattern(route.path_pattern) if route.match == "regex" else None
     return CompiledRoute(
         id=route.id,
         priority=route.priority,
         methods=frozenset(route.methods),
-        prefix=route.path_pattern if route.match == "prefix" else None,
+        prefix=normalise_prefix(route.path_pattern) if route.match == "prefix" else None,
         regex=regex,
         upstream=upstream,
     )
@@ -154,7 +163,7 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
     for route in routes:
         try:
             compiled_route = _compile_route(route, by_host)
-        except (InvalidTarget, re.error) as exc:
+        except (InvalidTarget, InvalidRoutePattern) as exc:
             log.warning("route %s skipped: %s", route.id, exc)
             continue
         if compiled_route is not None:
@@ -165,7 +174,7 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
     wildcards: dict[str, ProxyEntry] = {}
     for proxy in by_host.values():
         try:
-            upstream = parse_upstream(proxy.target_url)
+            upstream = parse_upstream(proxy.target_url, restricted=proxy.owner != ADMIN_OWNER)
         except InvalidTarget as exc:
             log.warning("proxy %s skipped: %s", proxy.hostname, exc)
             continue
@@ -189,6 +198,7 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
             connect_timeout_seconds=proxy.connect_timeout_seconds,
             read_timeout_seconds=proxy.read_timeout_seconds,
             max_request_body_bytes=proxy.max_request_body_bytes,
+            allow_encoded_slashes=proxy.allow_encoded_slashes,
             routes=tuple(c for r, c in compiled if _route_applies(r, proxy)),
         )
         if proxy.hostname.startswith("*."):
@@ -229,12 +239,12 @@ def lookup_proxy(table: RouteTable, host: str) -> ProxyEntry | None:
 
 
 def select_upstream(entry: ProxyEntry, method: str, path: str) -> tuple[Upstream, str | None]:
-    """The upstream for a request path (query already removed) and the id of the route that chose it."""
+    """The upstream for a normalised request path (no query) and the id of the route that chose it."""
     for route in entry.routes:
         if route.methods and method not in route.methods:
             continue
         if route.prefix is not None:
-            if path.startswith(route.prefix):
+            if under_prefix(path, route.prefix):
                 return route.upstream, route.id
         elif route.regex is not None and route.regex.match(path):
             return route.upstream, route.id

@@ -1,6 +1,6 @@
 """The data plane's per-request gate (data_plane/auth/gate.py), fed request heads and real JWTs signed with a
 real key: every decision class (PRM, AS forwarding, public, 401/403, Origin, Mcp-* body check) and exactly
-which headers reach upstream."""
+which headers reach upstream (the gate's decision composed with protocol.forwarding, as the relay does)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from data_plane.auth.gate import (
     decide,
 )
 from data_plane.auth.token_verifier import KeySet
-from shared.models import ProxyAuthConfig, ProxyResource
+from data_plane.protocol.forwarding import upstream_request_headers
+from data_plane.routing.route_table import build_table
+from shared.models import ProxyAuthConfig, ProxyResource, ProxyTarget
 
 from .conftest import new_rsa_pem
 
@@ -91,6 +93,23 @@ def run(
     )
 
 
+def upstream(decision: Forward, *, trusted_peer: bool = True) -> list[tuple[bytes, bytes]]:
+    """The headers the upstream gets for a forwarded request (what http_relay sends)."""
+    entry = build_table(1, [ProxyTarget(hostname=HOST, target_url="http://127.0.0.1:1")], []).exact[HOST]
+    headers, _host = upstream_request_headers(
+        decision.headers,
+        entry=entry,
+        upstream_host_header=b"127.0.0.1:1",
+        client_ip="127.0.0.1",
+        scheme=b"https",
+        request_id=b"rid",
+        trusted_peer=trusted_peer,
+        chunked=False,
+        asserted=decision.asserted,
+    )
+    return headers
+
+
 def body_of(answer: Answer) -> dict[str, Any]:
     return dict(json.loads(answer.body))
 
@@ -116,11 +135,12 @@ def test_valid_token_forwards_without_authorization_and_with_identity(
     forged = [(b"x-auth-user", b"mallory"), (b"x-forwarded-user", b"mallory"), (b"remote-user", b"m")]
     decision = run(context, bearer=token(keys), headers=[(b"mcp-session-id", b"s1"), *forged])
     assert isinstance(decision, Forward) and decision.login == "alice" and decision.mcp_check is None
-    names = [n for n, _ in decision.headers]
+    sent = upstream(decision)  # a trusted peer: identity headers are dropped on a protected proxy anyway
+    names = [n for n, _ in sent]
     assert b"authorization" not in names and b"x-forwarded-user" not in names and b"remote-user" not in names
-    assert (b"x-auth-user", b"alice") in decision.headers
-    assert (b"x-auth-user", b"mallory") not in decision.headers
-    assert (b"x-auth-scopes", b"mcp") in decision.headers and (b"mcp-session-id", b"s1") in decision.headers
+    assert (b"x-auth-user", b"alice") in sent
+    assert (b"x-auth-user", b"mallory") not in sent
+    assert (b"x-auth-scopes", b"mcp") in sent and (b"mcp-session-id", b"s1") in sent
 
 
 @pytest.mark.parametrize(
@@ -213,19 +233,50 @@ def test_authorization_server_paths_go_to_the_authorization_server(context: Auth
         assert isinstance(run(context, path, method=b"GET"), ToAuthorizationServer), path
 
 
-def test_public_paths_and_preflights_need_no_token_but_lose_forged_headers(context: AuthContext) -> None:
+def test_public_paths_need_no_token_but_lose_forged_headers(context: AuthContext) -> None:
     p = policy(public_paths=["/health"])
     forged = [(b"x-auth-user", b"mallory"), (b"authorization", b"Bearer junk")]
     for path, method, extra in [
         ("/health", b"GET", []),
         ("/.well-known/acme-challenge/abc", b"GET", []),
-        ("/mcp", b"OPTIONS", [(b"access-control-request-method", b"POST")]),
+        # A public path's preflight is the upstream's to answer, like any request there.
+        ("/health", b"OPTIONS", [(b"origin", b"https://x.test"), (b"access-control-request-method", b"GET")]),
     ]:
         decision = run(context, path, method=method, headers=[*forged, *extra], p=p)
         assert isinstance(decision, Forward), path
-        assert all(n not in (b"x-auth-user", b"authorization") for n, _ in decision.headers)
+        assert all(n not in (b"x-auth-user", b"authorization") for n, _ in upstream(decision))
     # A plain OPTIONS (not a CORS preflight) still needs a token.
     assert isinstance(run(context, "/mcp", method=b"OPTIONS", p=p), Answer)
+
+
+def test_preflights_are_answered_here_and_relayed_answers_carry_cors(
+    keys: SigningKeys, context: AuthContext
+) -> None:
+    preflight = [
+        (b"origin", b"https://inspector.example"),
+        (b"access-control-request-method", b"POST"),
+        (b"access-control-request-headers", b"authorization, content-type, mcp-protocol-version"),
+    ]
+    answer = run(context, "/mcp", method=b"OPTIONS", headers=preflight)
+    assert isinstance(answer, Answer) and answer.status == 204 and answer.body == b""
+    assert header(answer, b"access-control-allow-origin") == "*" and header(answer, b"vary") is None
+    assert header(answer, b"access-control-allow-methods") == "GET, POST, DELETE, OPTIONS"
+    allowed = (header(answer, b"access-control-allow-headers") or "").lower()
+    for name in ("authorization", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id"):
+        assert name in allowed, name
+    listed = policy(allowed_origins=["https://inspector.example"])
+    echoed = run(context, "/mcp", method=b"OPTIONS", headers=preflight, p=listed)
+    assert isinstance(echoed, Answer) and echoed.status == 204
+    assert header(echoed, b"access-control-allow-origin") == "https://inspector.example"
+    assert header(echoed, b"vary") == "Origin"
+    other = [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"POST")]
+    refused = run(context, "/mcp", method=b"OPTIONS", headers=other, p=listed)
+    assert isinstance(refused, Answer) and refused.status == 403
+    browser = run(context, bearer=token(keys), headers=[(b"origin", b"https://inspector.example")], p=listed)
+    assert isinstance(browser, Forward) and browser.cors is not None
+    assert browser.cors.allow_origin == b"https://inspector.example"
+    not_browser = run(context, bearer=token(keys))
+    assert isinstance(not_browser, Forward) and not_browser.cors is None
 
 
 def test_origin_allowlist(keys: SigningKeys, context: AuthContext) -> None:
@@ -284,6 +335,13 @@ def test_mcp_headers_ask_for_a_body_check(keys: SigningKeys, context: AuthContex
         assert isinstance(other, Forward) and other.mcp_check is None
 
 
+def test_headers_the_gate_judges_must_not_repeat(keys: SigningKeys, context: AuthContext) -> None:
+    for name in (b"mcp-method", b"mcp-name", b"content-type", b"origin"):
+        answer = run(context, bearer=token(keys), headers=[(name, b"a"), (name, b"b")])
+        assert isinstance(answer, Answer) and answer.status == 400, name
+        assert name.decode() in body_of(answer)["error_description"]
+
+
 def test_scheme_from_a_trusted_proxy_only() -> None:
     from data_plane.auth.gate import effective_scheme
 
@@ -299,9 +357,9 @@ def test_authorization_server_cookies_never_reach_upstream(keys: SigningKeys, co
     cookie = f"app=1; {SESSION_COOKIE}=s.sig; {FLOW_COOKIE}=f; theme=dark; {CONSENT_COOKIE}=c".encode()
     decision = run(context, bearer=token(keys), headers=[(b"cookie", cookie)])
     assert isinstance(decision, Forward)
-    assert [v for n, v in decision.headers if n == b"cookie"] == [b"app=1; theme=dark"]
+    assert [v for n, v in upstream(decision) if n == b"cookie"] == [b"app=1; theme=dark"]
     only_ours = run(context, bearer=token(keys), headers=[(b"cookie", f"{SESSION_COOKIE}=s".encode())])
-    assert isinstance(only_ours, Forward) and all(n != b"cookie" for n, _ in only_ours.headers)
+    assert isinstance(only_ours, Forward) and all(n != b"cookie" for n, _ in upstream(only_ours))
 
 
 def test_machine_tokens_need_allowed_clients_and_user_rules_never_admit_them(
@@ -323,7 +381,7 @@ def test_machine_tokens_need_allowed_clients_and_user_rules_never_admit_them(
     assert "'job'" in body_of(refused)["error_description"]
     admitted = run(context, bearer=machine, p=policy(allowed_clients=["job"]))
     assert isinstance(admitted, Forward) and admitted.login == "client:job"
-    sent = dict(admitted.headers)
+    sent = dict(upstream(admitted))
     assert sent[b"x-auth-subject"] == b"client:job" and b"x-auth-user" not in sent  # no empty user header
     # A user's token obtained through that same client is judged as the user's, not admitted by the client.
     user_token = token(keys, client_id="job", login="mallory")

@@ -162,3 +162,36 @@ async def test_route_ownership(api: httpx.AsyncClient) -> None:
         await api.put(f"{ROUTES}alice-r", json={**put_body, "path_pattern": "/v2"}, headers=alice)
     ).json()["path_pattern"] == "/v2"
     assert (await api.delete(f"{ROUTES}alice-r", headers=alice)).status_code == 204
+
+
+async def test_regex_routes_are_re2_and_what_it_cannot_run_is_422_with_the_reason(
+    api: httpx.AsyncClient,
+) -> None:
+    """A pattern that backtracks catastrophically in Python's `re` is fine for RE2 (linear time), so it is
+    accepted; backreferences and lookaround, which RE2 cannot run, are refused with why (issue 9 #5)."""
+    alice = bearer(await create_token(api, "alice"))
+    made = await api.post(
+        PROXIES,
+        json={"hostname": "alice.example.com", "target_url": "http://backend.example.com:3000"},
+        headers=alice,
+    )
+    assert made.status_code == 201, made.text
+    scoped = {
+        "target_url": "http://backend.example.com:3001",
+        "scope": "proxies",
+        "proxy_hostnames": ["alice.example.com"],
+    }
+    for pattern, reason in (
+        (r"^/(?=admin)", "invalid perl operator"),
+        (r"^/(a)\1$", "invalid escape sequence"),
+    ):
+        response = await api.post(
+            ROUTES, json={"path_pattern": pattern, "match": "regex", **scoped}, headers=alice
+        )
+        assert response.status_code == 422, response.text
+        message = response.json()["detail"][0]["msg"]
+        assert reason in message and "RE2" in message and "lookaround" in message, message
+    response = await api.post(
+        ROUTES, json={"path_pattern": r"^/(a+)+$", "match": "regex", **scoped}, headers=alice
+    )
+    assert response.status_code == 201, response.text

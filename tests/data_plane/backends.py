@@ -1,6 +1,7 @@
-"""Small real backends for data-plane tests: an HTTP/1.1 server (asyncio + h11) and a WebSocket echo server
+"""Small real backends for data-plane tests: an HTTP/1.1 server (asyncio + h11), a WebSocket echo server
 (the `websockets` library), each on a free loopback port in its own thread with its own event loop, so tests
-can talk to the proxy with blocking or async clients alike.
+can talk to the proxy with blocking or async clients alike; and a WSGI server (the standard library's
+reference one, wsgiref) answering with the CGI environment an application sees (`WsgiBackend`).
 
 HTTP endpoints (path, query optional):
   /echo                 JSON: method, target, headers, body (text), body_length
@@ -9,6 +10,7 @@ HTTP endpoints (path, query optional):
   /slow?seconds=S       answers after S seconds
   /sse                  text/event-stream; events come from `push_event()`, `end_sse()` ends it
   /hangup               closes the connection without answering
+  OPTIONS (any path)    405 with Allow: GET, POST, DELETE, as the MCP SDK's Streamable HTTP endpoint answers
 Every request is counted, and every accepted connection is counted (keep-alive reuse checks).
 """
 
@@ -18,6 +20,7 @@ import asyncio
 import json
 import ssl
 import threading
+import wsgiref.simple_server
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -179,7 +182,14 @@ class HttpBackend:
                 writer.write(data)
 
         path = parts.path
-        if path == "/hangup":
+        if request.method == b"OPTIONS":
+            send(
+                h11.Response(
+                    status_code=405, headers=[("allow", "GET, POST, DELETE"), ("content-length", "0")]
+                )
+            )
+            send(h11.EndOfMessage())
+        elif path == "/hangup":
             writer.close()
             raise ConnectionError("hangup requested")
         if path.startswith("/status/"):
@@ -290,3 +300,39 @@ class WebSocketBackend:
 
         self._thread.run(stop())
         self._thread.stop()
+
+
+class WsgiBackend:
+    """wsgiref answering every request with JSON of its WSGI environ's HTTP_* keys and PATH_INFO: how a
+    WSGI/CGI application reads the headers it got (`-` and `_` both become `_`)."""
+
+    def __init__(self) -> None:
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.environs: list[dict[str, str]] = []
+        self._server = wsgiref.simple_server.make_server(
+            self.host, self.port, self._app, handler_class=_QuietWsgiHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen = {k: v for k, v in environ.items() if k.startswith("HTTP_") or k == "PATH_INFO"}
+        self.environs.append(seen)
+        body = json.dumps(seen).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class _QuietWsgiHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

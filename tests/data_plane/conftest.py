@@ -114,11 +114,11 @@ def redis_sync(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def data_plane(redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Path) -> Iterator[DataPlane]:
-    plane = start_data_plane(redis_server, tmp_path)
+    started = start_data_plane(redis_server, tmp_path)
     try:
-        yield plane
+        yield started
     finally:
-        plane.service.stop()
+        started.service.stop()
 
 
 @pytest.fixture
@@ -128,11 +128,11 @@ def tls_plane(
     """A data plane with HTTPS on; yields it and its HTTPS port (see tests/data_plane/tls_plane.py)."""
     from tests.data_plane.tls_plane import start_tls_plane  # it imports this module
 
-    plane, https_port = start_tls_plane(redis_server, tmp_path)
+    started, https_port = start_tls_plane(redis_server, tmp_path)
     try:
-        yield plane, https_port
+        yield started, https_port
     finally:
-        plane.service.stop()
+        started.service.stop()
 
 
 @pytest.fixture
@@ -151,3 +151,8 @@ def ws_backend() -> Iterator[WebSocketBackend]:
         yield backend
     finally:
         backend.close()
+
+
+# The protected-proxy fixtures (`signer`, `plane`) for the tests that attack one; imported last because that
+# module uses DataPlane and start_data_plane from here.
+from tests.data_plane.protected_plane import plane, signer  # noqa: E402, F401

@@ -4,9 +4,9 @@ never reaching upstream, our identity headers added, AS paths forwarded to the A
 paths, Mcp-Method/Mcp-Name checked against the body, Origin allowlist, revocation within 1 s, fail-closed
 on an unreadable config, and unprotected proxies untouched.
 
-Tokens are signed here with a real RSA key whose JWKS is stored where the control plane publishes it; the
-auth config is written to Redis exactly as the control plane writes it (one config-write transaction).
-The full OAuth flow through the control plane is covered in tests/auth."""
+Tokens are signed with a real RSA key and the auth config is written as the control plane writes it
+(tests/data_plane/protected_plane.py). The full OAuth flow through the control plane is covered in
+tests/auth."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,126 +26,25 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from control_plane.oauth.signing import SigningKeys
 from data_plane.sync.config_sync import REVOCATION_RECONCILE_SECONDS
 from shared import keys
-from shared.models import ChangeEvent, ProxyAuthConfig, ProxyResource, ProxyTarget
+from shared.models import ProxyTarget
 from tests.data_plane.backends import HttpBackend, WebSocketBackend
 from tests.data_plane.conftest import DataPlane, start_data_plane
-from tests.data_plane.helpers import echo_headers, get, raw_exchange
+from tests.data_plane.helpers import echo_headers, raw_exchange
+from tests.data_plane.protected_plane import (
+    AUTH_HOST,
+    HOST,
+    ISSUER,
+    call,
+    protect,
+    resource,
+    token,
+    write_auth,
+)
 from tests.harness.services import RedisServer
 
 pytestmark = pytest.mark.auth
 
-ISSUER = "https://auth.test.localhost"
-HOST = "mcp.test"
-AUTH_HOST = "auth.test.localhost"
 REVOCATION_DEADLINE_SECONDS = 1.0  # the issue's bound
-
-
-@pytest.fixture(scope="module")
-def signer() -> SigningKeys:
-    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return SigningKeys.load(base64.b64encode(pem).decode())
-
-
-@pytest.fixture
-def plane(redis_sync: redis.Redis, redis_server: RedisServer, tmp_path: Path, signer: SigningKeys) -> Any:
-    redis_sync.set(keys.oauth_jwks(), json.dumps(signer.jwks))
-    dp = start_data_plane(redis_server, tmp_path, {"OAUTH_ISSUER": ISSUER, "BASE_DOMAIN": "test.localhost"})
-    try:
-        yield dp
-    finally:
-        dp.service.stop()
-
-
-def write_auth(
-    client: redis.Redis,
-    plane: DataPlane,
-    *,
-    proxies: Iterable[ProxyTarget] = (),
-    auth: Iterable[ProxyAuthConfig] = (),
-    resources: Iterable[ProxyResource] = (),
-    raw_auth: dict[str, str] | None = None,
-    delete_auth: Iterable[str] = (),
-) -> None:
-    """One config-write transaction (objects, INCR version, XADD change), then PUBLISH; wait for the plane."""
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(keys.config_version())
-                version = int(pipe.get(keys.config_version()) or 0) + 1  # type: ignore[arg-type]
-                pipe.multi()
-                for proxy in proxies:
-                    pipe.hset(keys.proxies(), proxy.hostname, proxy.model_dump_json())
-                for config in auth:
-                    pipe.hset(keys.proxy_auth(), config.hostname, config.model_dump_json())
-                for resource in resources:
-                    pipe.hset(keys.proxy_resources(), resource.hostname, resource.model_dump_json())
-                for hostname, raw in (raw_auth or {}).items():
-                    pipe.hset(keys.proxy_auth(), hostname, raw)
-                for hostname in delete_auth:
-                    pipe.hdel(keys.proxy_auth(), hostname)
-                pipe.incr(keys.config_version())
-                event = ChangeEvent(version=version, kind="auth", action="updated", name=HOST)  # type: ignore[arg-type]
-                pipe.xadd(keys.changes_stream(), event.to_stream_fields(), maxlen=10000, approximate=True)
-                pipe.execute()
-                break
-            except redis.WatchError:
-                continue
-    client.publish(keys.changes_channel(), str(version))
-    plane.wait_for_version(version)
-
-
-def protect(
-    client: redis.Redis, plane: DataPlane, backend_url: str, hostname: str = HOST, **auth: Any
-) -> None:
-    write_auth(
-        client,
-        plane,
-        proxies=[ProxyTarget(hostname=hostname, target_url=backend_url)],
-        auth=[ProxyAuthConfig(hostname=hostname, **{"allowed_users": ["alice"], **auth})],
-        resources=[ProxyResource(hostname=hostname, path="/mcp", resource_name="Test tools")],
-    )
-
-
-def resource(plane: DataPlane, hostname: str = HOST) -> str:
-    return f"http://{hostname}:{plane.http_port}/mcp"
-
-
-def token(signer: SigningKeys, plane: DataPlane, **overrides: Any) -> str:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": ISSUER,
-        "sub": "github:1001",
-        "aud": resource(plane),
-        "exp": now + 600,
-        "iat": now,
-        "jti": f"jti-{time.monotonic_ns()}",
-        "scope": "mcp",
-        "client_id": "mhp_test",
-        "login": "alice",
-        "orgs": ["acme"],
-    }
-    claims.update(overrides)
-    return signer.sign(claims)
-
-
-def call(
-    plane: DataPlane,
-    path: str = "/mcp/echo",
-    *,
-    bearer: str | None = None,
-    method: str = "POST",
-    body: bytes | None = b"{}",
-    headers: dict[str, str] | None = None,
-    host: str = HOST,
-) -> tuple[int, dict[str, str], bytes]:
-    all_headers = {"Host": f"{host}:{plane.http_port}", **(headers or {})}
-    if bearer is not None:
-        all_headers["Authorization"] = f"Bearer {bearer}"
-    if method in ("GET", "HEAD"):
-        body = None
-    return get(plane, path, host=all_headers.pop("Host"), method=method, body=body, headers=all_headers)
 
 
 def test_prm_document_at_both_paths_names_what_the_client_typed(
@@ -356,6 +254,35 @@ def test_mcp_headers_must_match_the_body(
     )
     assert status == 400
     assert len(http_backend.requests) == before  # refused bodies never went upstream
+
+
+def test_checked_headers_are_unambiguous_and_any_body_gets_an_answer(
+    plane: DataPlane, redis_sync: redis.Redis, http_backend: HttpBackend, signer: SigningKeys
+) -> None:
+    """A second Mcp-Name (or Mcp-Method, Content-Type, Origin) would let the gate check one copy while the
+    upstream reads the other; a body nested deeper than the JSON parser's stack is refused, not a crash."""
+    protect(redis_sync, plane, http_backend.url)
+    bearer = token(signer, plane)
+    body = rpc("tools/call", name="rm_rf")
+    for name, values in (
+        ("Mcp-Name", ("safe", "rm_rf")),
+        ("Mcp-Method", ("tools/list", "tools/call")),
+        ("Content-Type", ("text/plain", "application/json")),
+        ("Origin", ("https://a.example", "https://b.example")),
+    ):
+        head = (
+            f"POST /mcp HTTP/1.1\r\nHost: {HOST}:{plane.http_port}\r\nAuthorization: Bearer {bearer}\r\n"
+            f"Mcp-Method: tools/call\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+            + "".join(f"{name}: {value}\r\n" for value in values)
+            + "\r\n"
+        ).encode()
+        answer = raw_exchange(plane, head + body)
+        assert answer.startswith(b"HTTP/1.1 400 ") and f"one {name.lower()}".encode() in answer, name
+    deep = b"[" * 100_000
+    headers = {"Content-Type": "application/json", "Mcp-Method": "tools/call"}
+    status, _h, answer = call(plane, bearer=bearer, headers=headers, body=deep)
+    assert status == 400 and b"not JSON" in answer
+    assert http_backend.requests == []
 
 
 def test_mcp_header_check_on_a_chunked_body(

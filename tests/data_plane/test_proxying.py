@@ -357,3 +357,42 @@ def test_upstream_connect_timeout_is_504(data_plane: DataPlane, redis_sync: redi
         for filler in fillers:
             filler.close()
         blackhole.close()
+
+
+def _request_ids(plane: DataPlane, count: int) -> list[bytes]:
+    """X-Request-Id of `count` requests, each on a connection of its own, answered by the data plane itself
+    (unknown host: no backend in the loop)."""
+    import socket
+
+    ids = []
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", plane.http_port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.1 404 ")
+        lines = head.split(b"\r\n")
+        (value,) = [line.split(b":", 1)[1].strip() for line in lines if line.startswith(b"x-request-id:")]
+        ids.append(value)
+    return ids
+
+
+def test_request_ids_are_unique_across_connections_and_replicas(
+    data_plane: DataPlane, redis_sync: redis.Redis, redis_server: object, tmp_path: object
+) -> None:
+    """X-Request-Id names one request in the logs of every replica: 1,000 requests, each on its own
+    connection (so connection objects, and their addresses, are recycled between them), get 1,000 different
+    ids, none of which another replica hands out."""
+    from pathlib import Path
+
+    from tests.data_plane.conftest import start_data_plane
+
+    ids = _request_ids(data_plane, 1000)
+    assert len(set(ids)) == 1000
+    replica = start_data_plane(redis_server, Path(str(tmp_path)) / "replica")  # type: ignore[arg-type]
+    try:
+        assert not set(ids) & set(_request_ids(replica, 100))
+    finally:
+        replica.service.stop()

@@ -1,9 +1,15 @@
-"""Response-header policy applied to relayed answers (sans-IO): HSTS replaces the upstream's value, the MCP
-CORS expose list merges with the upstream's, and without a policy the upstream's headers pass unchanged."""
+"""Response-header policy applied to relayed answers (sans-IO): HSTS replaces the upstream's value, a
+protected proxy's CORS replaces the upstream's allowed origin and merges the MCP expose list with the
+upstream's, and without a policy the upstream's headers pass unchanged (but for X-Request-Id: ours)."""
 
 from __future__ import annotations
 
-from data_plane.protocol.forwarding import MCP_EXPOSED_HEADERS, client_response_headers, merge_header_lists
+from data_plane.protocol.forwarding import (
+    MCP_EXPOSED_HEADERS,
+    ResponseCors,
+    client_response_headers,
+    merge_header_lists,
+)
 from data_plane.routing.route_table import ProxyEntry, build_table
 from shared.models import ProxyTarget
 
@@ -11,6 +17,8 @@ UPSTREAM = [
     (b"access-control-expose-headers", b"X-Total"),
     (b"strict-transport-security", b"max-age=5"),
     (b"content-type", b"application/json"),
+    (b"access-control-allow-origin", b"https://upstream-choice.example"),
+    (b"x-request-id", b"upstream-id"),
 ]
 
 
@@ -33,15 +41,22 @@ def test_hsts_replaces_and_cors_expose_merges() -> None:
         request_id=b"r",
         close=False,
         hsts=b"max-age=600",
-        cors_expose=MCP_EXPOSED_HEADERS,
+        cors=ResponseCors(b"*"),
     )
     assert [v for n, v in out if n == b"strict-transport-security"] == [b"max-age=600"]
     assert [v for n, v in out if n == b"access-control-expose-headers"] == [
         b"X-Total, Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate"
     ]
+    assert [v for n, v in out if n == b"access-control-allow-origin"] == [b"*"]
+    assert not any(n == b"vary" for n, _ in out)
+    echoed, _sse = client_response_headers(
+        UPSTREAM, entry=_entry(), request_id=b"r", close=False, cors=ResponseCors(b"https://app.example")
+    )
+    assert [v for n, v in echoed if n == b"access-control-allow-origin"] == [b"https://app.example"]
+    assert (b"vary", b"Origin") in echoed
 
 
 def test_without_a_policy_the_upstream_headers_pass_unchanged() -> None:
     out, _sse = client_response_headers(UPSTREAM, entry=_entry(), request_id=b"r", close=False)
-    assert out[:3] == UPSTREAM
-    assert out[3:] == [(b"x-request-id", b"r")]
+    assert out[:4] == UPSTREAM[:4]
+    assert out[4:] == [(b"x-request-id", b"r")]
