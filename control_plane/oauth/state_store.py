@@ -129,6 +129,10 @@ class OAuthState:
     async def put_code(self, code_sha256: str, code: AuthorizationCode, ttl_seconds: int) -> None:
         await self._put(keys.oauth_code(code_sha256), code, ttl_seconds)
 
+    async def get_code(self, code_sha256: str) -> AuthorizationCode | None:
+        """Read a code without consuming it (its checks run before redeem_code takes it)."""
+        return await self._get(AuthorizationCode, keys.oauth_code(code_sha256))
+
     async def redeem_code(self, code_sha256: str, family_id: str, remember_seconds: int) -> CodeRedemption:
         code_key = keys.oauth_code(code_sha256)
         outcome, value = await self._redis.eval(
