@@ -27,6 +27,7 @@ from .consent_page import consent_page
 from .cookies import CONSENT_COOKIE, FLOW_COOKIE, SESSION_COOKIE, CookieSigner, clear_cookie
 from .errors import OAuthError, PageError, RedirectError
 from .github import GitHubApp
+from .grant_types import AUTHORIZATION_CODE
 from .params import Params, scope_list
 from .redirect_uris import matches
 from .resource_indicators import ResourceCatalogue
@@ -122,6 +123,8 @@ class AuthorizationEndpoint:
 
         if params.get("response_type") != "code":
             raise fail("unsupported_response_type", "only response_type=code is supported")
+        if AUTHORIZATION_CODE not in client.grant_types or "code" not in client.response_types:
+            raise fail("unauthorized_client", "this client did not register the authorization_code grant")
         challenge = params.get("code_challenge")
         if challenge is None:
             raise fail(

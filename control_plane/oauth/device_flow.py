@@ -4,6 +4,11 @@
 our own device_code (GitHub's is kept server-side). /device/token (or /token with the device-code grant)
 polls GitHub; once the user approved there, we learn who they are and issue our tokens. Without a
 `resource`, the token's audience is the issuer itself (meant for the management API).
+
+Only clients that registered the device-code grant may use it (the built-in `mhp-cli`; registration never
+grants it): the device flow has no consent page of ours and no redirect URI, so any other client could
+otherwise obtain a user's tokens by showing them GitHub's code page under our name. Checked when the flow
+starts and again when it is polled.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from shared.models import DeviceLogin, OAuthClient, OAuthGrant
 from shared.secrets import token_sha256
 
 from .errors import OAuthError
+from .grant_types import DEVICE_CODE, REFRESH_TOKEN
 from .params import Params, scope_list
 from .resource_indicators import ResourceCatalogue
 from .state_store import OAuthState
@@ -23,7 +29,6 @@ from .token_issuance import TokenIssuer
 from .upstream import UpstreamIdentityProvider
 
 DEFAULT_DEVICE_TTL_SECONDS = 900
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 class DeviceFlow:
@@ -42,6 +47,7 @@ class DeviceFlow:
         self._catalogue = catalogue
 
     async def start(self, client: OAuthClient, params: Params) -> dict[str, Any]:
+        _require_device_grant(client)
         catalogue = await self._catalogue()
         requested = params.all("resource")
         resources = catalogue.validate(requested) if requested else [self._issuer_url]
@@ -70,9 +76,10 @@ class DeviceFlow:
         }
 
     async def token(self, client: OAuthClient, params: Params) -> dict[str, Any]:
-        grant_type = params.get("grant_type", DEVICE_GRANT)
-        if grant_type != DEVICE_GRANT:
-            raise OAuthError("unsupported_grant_type", f"expected grant_type={DEVICE_GRANT}")
+        grant_type = params.get("grant_type", DEVICE_CODE)
+        if grant_type != DEVICE_CODE:
+            raise OAuthError("unsupported_grant_type", f"expected grant_type={DEVICE_CODE}")
+        _require_device_grant(client)
         digest = token_sha256(params.require("device_code"))
         login = await self._state.get_device_login(digest)
         if login is None or login.client_id != client.client_id:
@@ -91,5 +98,15 @@ class DeviceFlow:
         )
         await self._tokens.start_grant(grant)
         return await self._tokens.issue(
-            grant, audiences=login.resources, scope=login.scope, with_refresh=True
+            grant,
+            audiences=login.resources,
+            scope=login.scope,
+            with_refresh=REFRESH_TOKEN in client.grant_types,
+        )
+
+
+def _require_device_grant(client: OAuthClient) -> None:
+    if DEVICE_CODE not in client.grant_types:
+        raise OAuthError(
+            "unauthorized_client", "this client did not register the device-code grant (RFC 8628)"
         )

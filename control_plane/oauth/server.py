@@ -29,9 +29,10 @@ from .client_auth import authenticate_client
 from .client_credentials import ClientCredentialsGrant
 from .client_metadata_documents import MetadataDocuments, is_metadata_document_client_id
 from .cookies import CookieSigner
-from .device_flow import DEVICE_GRANT, DeviceFlow
+from .device_flow import DeviceFlow
 from .errors import NotConfigured, OAuthError
 from .github import GitHub, GitHubApp, GitHubEndpoints
+from .grant_types import DEVICE_CODE, REFRESH_TOKEN
 from .introspection import TokenStatus
 from .metadata import authorization_server_metadata
 from .oidc import OidcProvider, OidcSettings
@@ -55,7 +56,7 @@ BUILTIN_CLIENTS = {
         client_id=CLI_CLIENT_ID,
         client_name="mhp command line",
         redirect_uris=[],
-        grant_types=[DEVICE_GRANT, "refresh_token"],
+        grant_types=[DEVICE_CODE, REFRESH_TOKEN],
         token_endpoint_auth_method="none",
     )
 }

@@ -8,6 +8,7 @@ client_credentials for admin-enabled machine clients (delegated to client_creden
   later, it is treated as theft and the whole family (refresh and access tokens) is revoked.
 - `resource` on the token request may only narrow what the grant was bound to (RFC 8707 §2.2), and
   `scope` on a refresh may only narrow the grant's scope.
+- Each grant only for a client that registered it (`grant_types`), like /authorize and the device flow.
 - Validate, then consume: a request that fails a check (another client, a wrong PKCE verifier, a wider
   scope or resource) leaves the code or refresh token as it was. Consuming first would let anyone holding
   a stolen code burn it, and would turn a client's next, valid refresh into "reuse" that revokes its grant.
@@ -25,17 +26,13 @@ from shared.models import AuthorizationCode, OAuthClient, OAuthGrant, RefreshRec
 from shared.secrets import token_sha256
 
 from . import pkce
-from .client_credentials import CLIENT_CREDENTIALS
 from .errors import OAuthError
+from .grant_types import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE, REFRESH_TOKEN
 from .params import Params, scope_list
 from .state_store import OAuthState
 from .token_issuance import TokenIssuer
 
 log = logging.getLogger(__name__)
-
-AUTHORIZATION_CODE = "authorization_code"
-REFRESH_TOKEN = "refresh_token"
-DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 
 # A grant handled elsewhere (device_flow, client_credentials): the authenticated client and the request.
 DeviceGrant = Callable[[OAuthClient, Params], Awaitable[dict[str, Any]]]
@@ -87,6 +84,10 @@ class TokenEndpoint:
         raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     async def _authorization_code(self, client: OAuthClient, params: Params) -> dict[str, Any]:
+        if AUTHORIZATION_CODE not in client.grant_types:
+            raise OAuthError(
+                "unauthorized_client", "this client did not register the authorization_code grant"
+            )
         code = params.require("code")
         verifier = params.get("code_verifier")
         if verifier is None:

@@ -368,3 +368,19 @@ async def test_oversized_registration_is_refused(http: httpx.AsyncClient, cp: Ru
     body = '{"redirect_uris": ["https://app.example/cb"], "client_name": "' + "x" * 70000 + '"}'
     response = await http.post("/register", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
+
+
+async def test_a_grant_is_refused_to_a_client_that_did_not_register_it(
+    http: httpx.AsyncClient, cp: RunningControlPlane
+) -> None:
+    # The CLI's built-in client registered only the device-code and refresh grants.
+    response = await http.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": "x",
+            "code_verifier": "v" * 43,
+            "client_id": "mhp-cli",
+        },
+    )
+    assert response.status_code == 400 and response.json()["error"] == "unauthorized_client"

@@ -13,7 +13,7 @@ from tests.control_plane.conftest import RunningControlPlane
 
 from .conftest import RESOURCE, protect
 from .https_documents import DocumentServer
-from .oauth_flow import REDIRECT_URI, Browser, Client, authorize_url, login, redeem, refresh
+from .oauth_flow import REDIRECT_URI, Browser, Client, authorize_url, login, query_of, redeem, refresh
 
 pytestmark = pytest.mark.auth
 
@@ -102,3 +102,14 @@ def test_ssrf_guard_and_url_rules() -> None:
     assert check_url("https://app.example:8443/client.json") == ("app.example", 8443)
     assert cache_seconds("max-age=5") == 60 and cache_seconds("max-age=999999") == 86400
     assert cache_seconds(None) == 3600 and cache_seconds("no-store") == 60
+
+
+async def test_a_document_without_the_authorization_code_grant_gets_no_code(
+    http: httpx.AsyncClient, cp: RunningControlPlane, documents: DocumentServer
+) -> None:
+    await protect(http)
+    client = _publish(documents, "/clients/refresh-only.json", grant_types=["refresh_token"])
+    response = await http.get(authorize_url(client, verifier="v" * 43, resource=RESOURCE))
+    assert response.status_code == 302, response.text
+    redirect = query_of(response.headers["location"])
+    assert redirect["error"] == "unauthorized_client" and redirect["state"] == "st-123"
