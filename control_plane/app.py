@@ -22,6 +22,7 @@ from .api import (
     health,
     oauth,
     oauth_clients,
+    oauth_keys,
     proxies,
     routes,
     tokens,
@@ -62,5 +63,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(certificates.router)
     app.include_router(auth_config.router)
     app.include_router(oauth_clients.router)
+    app.include_router(oauth_keys.router)
     oauth.install(app, resolved.oauth_issuer)
     return app

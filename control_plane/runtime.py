@@ -50,7 +50,7 @@ class Runtime:
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
         store = Store(redis)
         certificates = CertificateService(store, settings)
-        oauth = OAuthServer(settings, redis, store.reader)
+        oauth = OAuthServer(settings, redis, store)
         return cls(
             settings=settings,
             redis=redis,

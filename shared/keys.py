@@ -130,6 +130,10 @@ def certificate_snapshot_keys() -> tuple[str, ...]:
 #     {mhp}:oauth:revoked-jtis                 zset jti -> token exp; data planes load it and refuse those
 #     {mhp}:oauth:revocations                  pub/sub channel; message = "<jti> <exp>" of a revoked token
 #     {mhp}:oauth:jwks                         JWKS JSON of the issuer (data planes cache it)
+#     {mhp}:oauth:signing-keys                 OAuthSigningKeyRing JSON: every token-signing key (private
+#                                              half encrypted with the KEK), which one signs, when each
+#                                              retires. Written only with the JWKS, in the config-write
+#                                              transaction (kind "auth"), so a rotation wakes data planes.
 #     {mhp}:oauth:cimd:<sha256 of URL>         a fetched Client ID Metadata Document, as OAuthClient JSON
 
 
@@ -201,6 +205,10 @@ def oauth_revocations_channel() -> str:
 
 def oauth_jwks() -> str:
     return f"{TAG}:oauth:jwks"
+
+
+def oauth_signing_keys() -> str:
+    return f"{TAG}:oauth:signing-keys"
 
 
 def oauth_client_metadata_document(url_sha256: str) -> str:

@@ -526,3 +526,34 @@ class DeviceLogin(Stored):
     resources: list[str]
     interval_seconds: int = 5
     created_at: float = Field(default_factory=now_seconds)
+
+
+class OAuthSigningKey(BaseModel):
+    """One token-signing key of the ring. The private key (PKCS#8 PEM) is encrypted with the KEK (context
+    "oauth-signing-key:<kid>"); `public_jwk` is what the JWKS publishes. A key that stopped signing has
+    `retires_at`: its tokens verify until then, and it leaves the ring and the JWKS at that time."""
+
+    model_config = ConfigDict(extra="forbid")
+    kid: str = Field(min_length=1)
+    private_key_encrypted: str
+    public_jwk: dict[str, str]
+    created_at: float = Field(default_factory=now_seconds)
+    retires_at: float | None = None
+
+
+class OAuthSigningKeyRing(Stored):
+    """The authorization server's signing keys, shared by every control-plane replica."""
+
+    active_kid: str
+    keys: list[OAuthSigningKey] = Field(min_length=1)
+    updated_at: float = Field(default_factory=now_seconds)
+
+    @model_validator(mode="after")
+    def _active_signs(self) -> OAuthSigningKeyRing:
+        kids = [key.kid for key in self.keys]
+        if len(set(kids)) != len(kids):
+            raise ValueError("signing key ids must be unique")
+        active = next((key for key in self.keys if key.kid == self.active_kid), None)
+        if active is None or active.retires_at is not None:
+            raise ValueError("the active signing key must be in the ring and not retiring")
+        return self

@@ -97,7 +97,7 @@ def build_router() -> APIRouter:
 
     @router.get("/jwks.json", summary="Token-signing public keys (RFC 7517)")
     async def jwks(runtime: RuntimeDep) -> JSONResponse:
-        return JSONResponse(_server(runtime).jwks(), headers={"Cache-Control": "public, max-age=300"})
+        return JSONResponse(await _server(runtime).jwks(), headers={"Cache-Control": "public, max-age=300"})
 
     @router.post("/register", status_code=201, summary="Dynamic client registration (RFC 7591)")
     async def register(request: Request, runtime: RuntimeDep) -> JSONResponse:

@@ -4,6 +4,7 @@ mhp oauth login [--resource URI] [--scope S]       device flow (GitHub); prints 
 mhp oauth client create NAME --redirect-uri URI... [--public] [--client-credentials] [--scope S]
                         [--client-uri URL]
 mhp oauth client list | show ID | delete ID         pre-registered OAuth clients (admin only)
+mhp oauth keys list | rotate [--retire-after S]      token-signing keys (admin only)
 mhp proxy auth set HOST [--allow-user L]... [--allow-org O]... [--allow-client ID]... [--scope S]...
                         [--public-path P]... [--allow-origin O]... [--identity-header NAME=FIELD]...
                         [--disabled]
@@ -25,13 +26,14 @@ from urllib.parse import quote
 import httpx
 
 from .client import ApiClient, CliError, ConnectionFailed
-from .render import OAUTH_CLIENT_COLUMNS
+from .render import OAUTH_CLIENT_COLUMNS, SIGNING_KEY_COLUMNS
 
 CLI_CLIENT_ID = "mhp-cli"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_LOGIN_SECONDS = 900.0
 PROXIES = "/api/v1/proxy/targets/"
 OAUTH_CLIENTS = "/api/v1/oauth/clients/"
+SIGNING_KEYS = "/api/v1/oauth/keys/"
 
 Command = Callable[..., argparse.ArgumentParser]
 
@@ -165,6 +167,11 @@ def _client_path(client_id: str) -> str:
     return OAUTH_CLIENTS + quote(client_id, safe="")
 
 
+def oauth_keys_rotate(api: ApiClient, args: argparse.Namespace) -> Any:
+    body = {} if args.retire_after is None else {"retire_previous_after_seconds": args.retire_after}
+    return api.request("POST", SIGNING_KEYS + "rotate", body)
+
+
 def add_auth_commands(groups: Any, proxy: Any, command: Command) -> None:
     oauth = groups.add_parser("oauth", help="OAuth sign-in and clients").add_subparsers(
         dest="action", required=True
@@ -198,6 +205,26 @@ def add_auth_commands(groups: Any, proxy: Any, command: Command) -> None:
     sub.add_argument("client_id")
     sub = command(client, "delete", lambda api, a: api.request("DELETE", _client_path(a.client_id)), [])
     sub.add_argument("client_id")
+
+    signing = oauth.add_parser("keys", help="token-signing keys (admin only)").add_subparsers(
+        dest="keys_action", required=True
+    )
+    command(signing, "list", lambda api, a: api.request("GET", SIGNING_KEYS), SIGNING_KEY_COLUMNS, many=True)
+    sub = command(
+        signing,
+        "rotate",
+        oauth_keys_rotate,
+        SIGNING_KEY_COLUMNS,
+        many=True,
+        help_text="a new key signs from now on; the old one verifies until it retires",
+    )
+    sub.add_argument(
+        "--retire-after",
+        type=int,
+        metavar="SECONDS",
+        help="how long the replaced key still verifies (default: the access-token lifetime plus a margin; "
+        "0 = at once, for a leaked key)",
+    )
 
     auth = proxy.add_parser("auth", help="OAuth protection of a proxy").add_subparsers(
         dest="auth_action", required=True

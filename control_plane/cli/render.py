@@ -49,6 +49,13 @@ OAUTH_CLIENT_COLUMNS: list[Column] = [
     ("REDIRECT URIS", "redirect_uris"),
 ]
 
+SIGNING_KEY_COLUMNS: list[Column] = [
+    ("KID", "kid"),
+    ("ACTIVE", "active"),
+    ("CREATED", "created_at"),
+    ("RETIRES", "retires_at"),
+]
+
 CERT_COLUMNS: list[Column] = [
     ("NAME", "cert_name"),
     ("DOMAINS", "domains"),

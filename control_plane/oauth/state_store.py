@@ -215,9 +215,6 @@ class OAuthState:
                 pipe.publish(keys.oauth_revocations_channel(), f"{jti} {exp}")
             await pipe.execute()
 
-    async def publish_jwks(self, jwks_json: str) -> None:
-        await self._redis.set(keys.oauth_jwks(), jwks_json)
-
     async def is_jti_revoked(self, jti: str) -> bool:
         return await self._redis.zscore(keys.oauth_revoked_jtis(), jti) is not None
 

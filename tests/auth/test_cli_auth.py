@@ -159,3 +159,15 @@ async def test_proxy_auth_commands(http: httpx.AsyncClient, cp: RunningControlPl
     assert usage.returncode == 2 and "expected NAME=FIELD" in usage.stderr
     error = fails(run(cp, "proxy", "auth", "set", MCP_HOST, "--identity-header", "X-U=password"))
     assert "identity_headers" in error
+
+
+async def test_oauth_keys_commands(http: httpx.AsyncClient, cp: RunningControlPlane) -> None:
+    listing = json.loads(ok(run(cp, "oauth", "keys", "list", "--json")))
+    [old] = [key["kid"] for key in listing if key["active"]]
+    # --retire-after 0: the replaced key leaves at once (what to do with a key that leaked).
+    rotated = json.loads(ok(run(cp, "oauth", "keys", "rotate", "--retire-after", "0", "--json")))
+    assert [key["active"] for key in rotated] == [True] and rotated[0]["kid"] != old
+    assert [key["kid"] for key in (await http.get("/jwks.json")).json()["keys"]] == [rotated[0]["kid"]]
+    table = ok(run(cp, "oauth", "keys", "list"))
+    assert table.split()[:4] == ["KID", "ACTIVE", "CREATED", "RETIRES"] and rotated[0]["kid"] in table
+    assert "401" in fails(run(cp, "oauth", "keys", "rotate", token="acm_not-a-token"))

@@ -203,17 +203,10 @@ def test_keyset_ignores_keys_it_cannot_use() -> None:
 
 
 def test_jwks_carries_a_second_key_for_rotation() -> None:
-    from cryptography.hazmat.primitives import serialization
-
     old_pem = new_rsa_pem()
-    old = SigningKeys.load(base64.b64encode(old_pem).decode())
-    old_public = (
-        serialization.load_pem_private_key(old_pem, None)
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    new = SigningKeys.load(base64.b64encode(new_rsa_pem()).decode(), base64.b64encode(old_public).decode())
-    assert len(new.jwks["keys"]) == 2
+    old = SigningKeys.from_pems(old_pem)
+    new = SigningKeys.from_pems(new_rsa_pem(), [old_pem])  # the rotated-out key still verifies
+    assert len(new.jwks["keys"]) == 2 and new.jwks["keys"][0]["kid"] == new.kid != old.kid
     keyset = KeySet.from_jwks(new.jwks)
     for signer in (old, new):
         assert isinstance(verify(signer.sign(claims()), keyset, requirements(), now=NOW, revoked=()), Allow)
