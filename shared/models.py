@@ -518,9 +518,11 @@ class RefreshRecord(Stored):
 
 
 class DeviceLogin(Stored):
-    """A device-flow login (`mhp oauth login`) backed by the upstream's device flow."""
+    """A device-flow login (`mhp oauth login`) backed by the upstream's device flow. The upstream's device
+    code is a credential we must send back, so it is encrypted with the KEK (context
+    "oauth-device-login:<sha256 of our device code>"); our own device code is stored only as that hash."""
 
-    upstream_device_code: str
+    upstream_device_code_encrypted: str
     client_id: str
     scope: str
     resources: list[str]

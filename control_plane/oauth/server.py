@@ -96,7 +96,9 @@ class _Configured:
             server.github_app,
             server.find_client,
         )
-        self.device = DeviceFlow(server.issuer, server.state, server.upstream, self.issuer, server.catalogue)
+        self.device = DeviceFlow(
+            server.issuer, server.state, server.upstream, self.issuer, server.catalogue, kek
+        )
         self.tokens = TokenEndpoint(
             server.state,
             self.issuer,
