@@ -125,7 +125,10 @@ def certificate_snapshot_keys() -> tuple[str, ...]:
 #     {mhp}:oauth:grant:<family>               OAuthGrant JSON: who, which client, scope, audience
 #     {mhp}:oauth:grant-jtis:<family>          zset access-token jti -> exp issued in that family
 #     {mhp}:oauth:refresh:<sha256>             RefreshRecord JSON
-#     {mhp}:oauth:consent:<login>:<client_id>  remembered consent (scopes)
+#     {mhp}:oauth:consents:<login>             hash consent id -> OAuthConsent JSON: what the user approved
+#                                              (client, scope set, resource set), each with its own expiry;
+#                                              the key lives as long as its latest record
+#     {mhp}:oauth:consent-logins               set of logins that have consent records (admin listings)
 #     {mhp}:oauth:device:<sha256>              device-flow login in progress
 #     {mhp}:oauth:revoked-jtis                 zset jti -> token exp; data planes load it and refuse those
 #     {mhp}:oauth:revocations                  pub/sub channel; message = "<jti> <exp>" of a revoked token
@@ -187,8 +190,12 @@ def oauth_refresh_token(token_sha256: str) -> str:
     return f"{TAG}:oauth:refresh:{token_sha256}"
 
 
-def oauth_consent(login: str, client_id: str) -> str:
-    return f"{TAG}:oauth:consent:{login}:{client_id}"
+def oauth_consents(login: str) -> str:
+    return f"{TAG}:oauth:consents:{login}"
+
+
+def oauth_consent_logins() -> str:
+    return f"{TAG}:oauth:consent-logins"
 
 
 def oauth_device_login(device_code_sha256: str) -> str:

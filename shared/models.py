@@ -459,6 +459,7 @@ class AuthorizationRequest(Stored):
     request_id: str
     upstream_app_hostname: str = ""  # proxy whose GitHub app signs the user in ("" = the default app)
     client_id: str
+    client_name: str = ""
     redirect_uri: str
     state: str | None = None
     scope: str
@@ -487,6 +488,21 @@ class UserIdentity(BaseModel):
     name: str = ""
     email: str = ""
     orgs: list[str] = Field(default_factory=list)
+
+
+class OAuthConsent(Stored):
+    """A remembered approval: `login` allowed `client_id` these scopes for these resources, until
+    `expires_at`. A later request is covered only when its scopes and resources are subsets of one
+    record's."""
+
+    consent_id: str
+    login: str
+    client_id: str
+    client_name: str = ""
+    scopes: list[str]
+    resources: list[str]
+    created_at: float = Field(default_factory=now_seconds)
+    expires_at: float
 
 
 class AuthorizationCode(Stored):

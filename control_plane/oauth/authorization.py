@@ -1,7 +1,8 @@
 """The authorization endpoint (RFC 6749 §4.1 as profiled by OAuth 2.1), our consent step, and the
 callback from the upstream login.
 
-    GET  /authorize          validate; remembered consent + session -> code now; else the consent page
+    GET  /authorize          validate; a remembered consent covering this client, scope set and resource
+                             set + a session -> code now; else the consent page (see consent.py)
     POST /authorize/consent  CSRF-checked approve/deny; approve -> GitHub or OIDC (state + PKCE)
     GET  /callback           single-use state bound to this browser -> upstream identity -> our code
 
@@ -23,6 +24,7 @@ from shared.models import AuthorizationCode, AuthorizationRequest, OAuthClient, 
 from shared.secrets import constant_time_equal, token_sha256
 
 from . import pkce
+from .consent import Consents
 from .consent_page import consent_page
 from .cookies import CONSENT_COOKIE, FLOW_COOKIE, SESSION_COOKIE, CookieSigner, clear_cookie
 from .errors import OAuthError, PageError, RedirectError
@@ -56,7 +58,6 @@ class Redirect:
 class AuthorizationSettings:
     issuer: str
     code_ttl_seconds: int
-    consent_ttl_seconds: int
 
 
 def redirect_to_client(redirect_uri: str, values: dict[str, str | None]) -> str:
@@ -74,8 +75,10 @@ class AuthorizationEndpoint:
         catalogue: Callable[[], Awaitable[ResourceCatalogue]],
         github_app: Callable[[str], Awaitable[GitHubApp | None]],
         find_client: Callable[[str], Awaitable[OAuthClient | None]],
+        consents: Consents,
     ) -> None:
         self._find_client = find_client
+        self._consents = consents
         self._settings = settings
         self._state = state
         self._upstream = upstream
@@ -151,6 +154,7 @@ class AuthorizationEndpoint:
         request = AuthorizationRequest(
             request_id=secrets.token_urlsafe(24),
             client_id=client.client_id,
+            client_name=client.client_name,
             redirect_uri=redirect_uri,
             state=state,
             scope=" ".join(granted),
@@ -163,10 +167,8 @@ class AuthorizationEndpoint:
         # OIDC `prompt`: "consent" / "login" always show our page; "none" must not show any page.
         prompt = set(scope_list(params.get("prompt")))
         user = self._session_user(cookies) if not prompt & {"consent", "login"} else None
-        if user is not None:
-            remembered = await self._state.consented_scopes(user.login, client.client_id)
-            if remembered is not None and set(granted) <= set(remembered):
-                return await self._issue_code(request, user)
+        if user is not None and await self._consents.covers(user.login, client.client_id, granted, resources):
+            return await self._issue_code(request, user)
         if "none" in prompt:
             raise fail(
                 "consent_required" if user is not None else "login_required", "user interaction is required"
@@ -302,8 +304,9 @@ class AuthorizationEndpoint:
                     state=request.state,
                 )
             )
-        await self._state.remember_consent(
-            user.login, request.client_id, scope_list(request.scope), self._settings.consent_ttl_seconds
+        # What the user approved on our page: this client, these scopes, these resources (not more).
+        await self._consents.remember(
+            user.login, request.client_id, request.client_name, scope_list(request.scope), request.resources
         )
         result = await self._issue_code(request, user)
         session = self._signer.set_cookie(SESSION_COOKIE, {"user": user.model_dump()}, SESSION_TTL_SECONDS)

@@ -30,6 +30,7 @@ from .authorization import AuthorizationEndpoint, AuthorizationSettings
 from .client_auth import authenticate_client
 from .client_credentials import ClientCredentialsGrant
 from .client_metadata_documents import MetadataDocuments, is_metadata_document_client_id
+from .consent import Consents
 from .cookies import CookieSigner
 from .device_flow import DeviceFlow
 from .errors import NotConfigured, OAuthError
@@ -87,7 +88,6 @@ class _Configured:
             AuthorizationSettings(
                 issuer=server.issuer,
                 code_ttl_seconds=s.OAUTH_CODE_TTL_SECONDS,
-                consent_ttl_seconds=s.OAUTH_CONSENT_TTL_SECONDS,
             ),
             server.state,
             server.upstream,
@@ -95,6 +95,7 @@ class _Configured:
             server.catalogue,
             server.github_app,
             server.find_client,
+            server.consents,
         )
         self.device = DeviceFlow(
             server.issuer, server.state, server.upstream, self.issuer, server.catalogue, kek
@@ -147,6 +148,7 @@ class OAuthServer:
             redis, self.http, allow_private_networks=settings.OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS
         )
         self.registrations = Registrations(self.state, self.issuer, settings.OAUTH_CLIENT_TTL_SECONDS)
+        self.consents = Consents(self.state, settings.OAUTH_CONSENT_TTL_SECONDS)
         self._configured: _Configured | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._config_error = ""
