@@ -22,6 +22,7 @@ from .api import (
     health,
     oauth,
     oauth_clients,
+    oauth_consents,
     oauth_keys,
     proxies,
     routes,
@@ -64,5 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_config.router)
     app.include_router(oauth_clients.router)
     app.include_router(oauth_keys.router)
+    app.include_router(oauth_consents.router)
     oauth.install(app, resolved.oauth_issuer)
     return app

@@ -136,6 +136,15 @@ def build_router() -> APIRouter:
         params = await _browser_params(request, "Invalid sign-in response")
         return _respond(await _server(runtime).ready.authorization.callback(params, dict(request.cookies)))
 
+    @router.get("/consents", summary="The signed-in user's remembered consents (HTML)")
+    async def consents(request: Request, runtime: RuntimeDep) -> Response:
+        return _respond(await _server(runtime).ready.consents_page.show(dict(request.cookies)))
+
+    @router.post("/consents/revoke", summary="Revoke one of the signed-in user's consents (form post)")
+    async def revoke_consent(request: Request, runtime: RuntimeDep) -> Response:
+        form = await _browser_params(request, "Invalid request")
+        return _respond(await _server(runtime).ready.consents_page.revoke(form, dict(request.cookies)))
+
     @router.post("/token", summary="Token endpoint")
     async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
         server, params, client = await _client_request(request, runtime)

@@ -56,6 +56,16 @@ SIGNING_KEY_COLUMNS: list[Column] = [
     ("RETIRES", "retires_at"),
 ]
 
+CONSENT_COLUMNS: list[Column] = [
+    ("ID", "consent_id"),
+    ("LOGIN", "login"),
+    ("CLIENT", "client_id"),
+    ("NAME", "client_name"),
+    ("SCOPES", "scopes"),
+    ("RESOURCES", "resources"),
+    ("EXPIRES", "expires_at"),
+]
+
 CERT_COLUMNS: list[Column] = [
     ("NAME", "cert_name"),
     ("DOMAINS", "domains"),

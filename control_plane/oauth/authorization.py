@@ -18,15 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from pydantic import ValidationError
-
 from shared.models import AuthorizationCode, AuthorizationRequest, OAuthClient, UpstreamLogin, UserIdentity
 from shared.secrets import constant_time_equal, token_sha256
 
 from . import pkce
 from .consent import Consents
 from .consent_page import consent_page
-from .cookies import CONSENT_COOKIE, FLOW_COOKIE, SESSION_COOKIE, CookieSigner, clear_cookie
+from .cookies import CONSENT_COOKIE, FLOW_COOKIE, SESSION_COOKIE, CookieSigner, clear_cookie, session_user
 from .errors import OAuthError, PageError, RedirectError
 from .github import GitHubApp
 from .grant_types import AUTHORIZATION_CODE
@@ -166,7 +164,7 @@ class AuthorizationEndpoint:
 
         # OIDC `prompt`: "consent" / "login" always show our page; "none" must not show any page.
         prompt = set(scope_list(params.get("prompt")))
-        user = self._session_user(cookies) if not prompt & {"consent", "login"} else None
+        user = session_user(self._signer, cookies) if not prompt & {"consent", "login"} else None
         if user is not None and await self._consents.covers(user.login, client.client_id, granted, resources):
             return await self._issue_code(request, user)
         if "none" in prompt:
@@ -189,16 +187,6 @@ class AuthorizationEndpoint:
             CONSENT_COOKIE, {"r": request.request_id, "c": request.csrf_token}, REQUEST_TTL_SECONDS
         )
         return Page(200, html, [cookie])
-
-    def _session_user(self, cookies: dict[str, str]) -> UserIdentity | None:
-        session = self._signer.decode(SESSION_COOKIE, cookies.get(SESSION_COOKIE))
-        if session is None:
-            return None
-        try:
-            return UserIdentity.model_validate(session.get("user"))
-        except ValidationError:
-            # Signed by us but from an older schema: ignore it, the user signs in again.
-            return None
 
     async def consent(self, form: Params, cookies: dict[str, str]) -> Redirect:
         request_id = form.get("request_id", "")

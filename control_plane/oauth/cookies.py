@@ -18,11 +18,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from shared.encryption import Keyring
+from shared.models import UserIdentity
 
 CONSENT_COOKIE = "__Host-mhp_consent"
 FLOW_COOKIE = "__Host-mhp_flow"
 SESSION_COOKIE = "__Host-mhp_session"
+CONSENTS_COOKIE = "__Host-mhp_consents"  # CSRF binding of the consents page's revoke forms
 
 
 def _b64(data: bytes) -> str:
@@ -83,6 +87,18 @@ class CookieSigner:
         """A Set-Cookie header value."""
         value = self.encode(name, payload, max_age_seconds)
         return f"{name}={value}; Path=/; Max-Age={max_age_seconds}; Secure; HttpOnly; SameSite=Lax"
+
+
+def session_user(signer: CookieSigner, cookies: dict[str, str]) -> UserIdentity | None:
+    """Who signed in at the upstream provider in this browser (our session cookie), or None."""
+    session = signer.decode(SESSION_COOKIE, cookies.get(SESSION_COOKIE))
+    if session is None:
+        return None
+    try:
+        return UserIdentity.model_validate(session.get("user"))
+    except ValidationError:
+        # Signed by us but from an older schema: ignore it, the user signs in again.
+        return None
 
 
 def clear_cookie(name: str) -> str:

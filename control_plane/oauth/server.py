@@ -31,6 +31,7 @@ from .client_auth import authenticate_client
 from .client_credentials import ClientCredentialsGrant
 from .client_metadata_documents import MetadataDocuments, is_metadata_document_client_id
 from .consent import Consents
+from .consents_page import ConsentsPage
 from .cookies import CookieSigner
 from .device_flow import DeviceFlow
 from .errors import NotConfigured, OAuthError
@@ -78,6 +79,8 @@ class _Configured:
         s = server.settings
         self.kek = kek
         self.signing_keys = signing_keys
+        cookies = CookieSigner.from_keyring(kek)
+        self.consents_page = ConsentsPage(server.issuer, server.consents, cookies)
         self.issuer = TokenIssuer(
             server.issuer,
             signing_keys,
@@ -91,7 +94,7 @@ class _Configured:
             ),
             server.state,
             server.upstream,
-            CookieSigner.from_keyring(kek),
+            cookies,
             server.catalogue,
             server.github_app,
             server.find_client,
