@@ -5,6 +5,8 @@ and reflected XSS through the pages we render."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -266,9 +268,11 @@ async def test_consent_page_escapes_what_it_shows(http: httpx.AsyncClient, cp: R
     assert response.status_code == 200
     assert "<script>" not in response.text and "<img" not in response.text
     assert "&lt;script&gt;" in response.text
-    # The error page escapes too.
-    response = await http.get(f"/callback?state={evil}&code=x")
-    assert "<script>" not in response.text
+    # The error page escapes too. A parameter sent twice is named on it: the name is the attacker's.
+    response = await http.get(f"/authorize?{quote(evil)}=1&{quote(evil)}=2")
+    assert response.status_code == 400 and "sent more than once" in response.text
+    assert "<script>" not in response.text and "<img" not in response.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
 
 
 async def test_deny_returns_access_denied(http: httpx.AsyncClient, cp: RunningControlPlane) -> None:

@@ -12,12 +12,14 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from jose import jwt
 
 from control_plane.app import create_app
 from control_plane.oauth.signing import SigningKeys
 from shared import keys
 from shared.config import Settings, load_settings
 from shared.encryption import new_key_b64
+from shared.secrets import token_sha256
 from tests.control_plane.conftest import ADMIN
 from tests.harness.services import RedisServer
 
@@ -174,3 +176,24 @@ async def test_an_environment_signing_key_is_imported_once_and_stored_encrypted(
         response = await http.get("/jwks.json")
         assert response.status_code == 503 and "KEY_ENCRYPTION" in response.json()["error_description"]
     assert await redis_client.get(keys.oauth_signing_keys()) == stored
+
+
+async def test_code_and_token_lifetimes_follow_the_settings(
+    app_with: AppFactory, redis_client: aioredis.Redis
+) -> None:
+    """OAUTH_CODE_TTL_SECONDS bounds how long a code lives in Redis; OAUTH_ACCESS_TOKEN_TTL_SECONDS is both
+    `expires_in` and exp - iat of the access token, on the first token and on every refresh. Values other
+    than the defaults, so a constant in the code cannot pass for the setting."""
+    async with app_with(OAUTH_CODE_TTL_SECONDS=7, OAUTH_ACCESS_TOKEN_TTL_SECONDS=123) as http:
+        await protect(http)
+        client = await register(http)
+        result = await login(Browser(http), client, resource=RESOURCE)
+        assert 0 < await redis_client.ttl(keys.oauth_code(token_sha256(result.code))) <= 7
+        first = await redeem(http, client, result)
+        assert first.status_code == 200, first.text
+        refreshed = await refresh(http, client, first.json()["refresh_token"])
+        assert refreshed.status_code == 200, refreshed.text
+        for body in (first.json(), refreshed.json()):
+            assert body["expires_in"] == 123
+            claims = jwt.get_unverified_claims(body["access_token"])
+            assert claims["exp"] - claims["iat"] == 123
