@@ -119,7 +119,7 @@ def certificate_snapshot_keys() -> tuple[str, ...]:
 # OAuth protocol state is not config: short-lived string keys with TTLs, never part of a snapshot:
 #     {mhp}:oauth:client:<client_id>           OAuthClient JSON (TTL renewed on use)
 #     {mhp}:oauth:authreq:<id>                 pending /authorize request (minutes)
-#     {mhp}:oauth:upstream:<state>             upstream (GitHub) login state, single-use (minutes)
+#     {mhp}:oauth:upstream:<sha256 of state>   upstream (GitHub) login state, single-use (minutes)
 #     {mhp}:oauth:code:<sha256>                authorization code, single-use (seconds)
 #     {mhp}:oauth:code-used:<sha256>           grant family a redeemed code issued (replay detection)
 #     {mhp}:oauth:grant:<family>               OAuthGrant JSON: who, which client, scope, audience
@@ -166,8 +166,8 @@ def oauth_authorization_request(request_id: str) -> str:
     return f"{TAG}:oauth:authreq:{request_id}"
 
 
-def oauth_upstream_state(state: str) -> str:
-    return f"{TAG}:oauth:upstream:{state}"
+def oauth_upstream_state(state_sha256: str) -> str:
+    return f"{TAG}:oauth:upstream:{state_sha256}"
 
 
 def oauth_code(code_sha256: str) -> str:

@@ -470,10 +470,12 @@ class AuthorizationRequest(Stored):
 
 
 class UpstreamLogin(Stored):
-    """Our state at the upstream identity provider: which request it finishes, and our PKCE verifier."""
+    """Our state at the upstream identity provider: which request it finishes, and our PKCE verifier
+    (encrypted with the KEK, context "oauth-upstream-login:<sha256 of the state>"; the record is filed under
+    that hash, never under the state itself)."""
 
     request_id: str
-    code_verifier: str
+    code_verifier_encrypted: str
     redirect_uri: str
     upstream_app_hostname: str = ""
     created_at: float = Field(default_factory=now_seconds)

@@ -8,7 +8,9 @@ callback from the upstream login.
 
 Until client_id and redirect_uri are known good, errors are a safe HTML page (PageError); after that they
 are redirected to the client (RedirectError) with `state` and `iss` (RFC 9207). Codes are single-use, bound
-to client, redirect URI, PKCE challenge and resources, and live OAUTH_CODE_TTL_SECONDS.
+to client, redirect URI, PKCE challenge and resources, and live OAUTH_CODE_TTL_SECONDS. Our state at the
+upstream provider is stored under its hash, with our PKCE verifier encrypted with the KEK: someone who can
+read Redis must not be able to finish a user's sign-in with a code intercepted on the way back.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from shared.encryption import EncryptionError, Keyring
 from shared.models import AuthorizationCode, AuthorizationRequest, OAuthClient, UpstreamLogin, UserIdentity
 from shared.secrets import constant_time_equal, token_sha256
 
@@ -35,6 +38,12 @@ from .state_store import OAuthState
 from .upstream import UpstreamIdentityProvider
 
 REQUEST_TTL_SECONDS = 600
+
+
+def upstream_login_context(state_sha256: str) -> str:
+    return f"oauth-upstream-login:{state_sha256}"
+
+
 SESSION_TTL_SECONDS = 8 * 3600
 MAX_STATE_LENGTH = 2000
 
@@ -74,7 +83,9 @@ class AuthorizationEndpoint:
         github_app: Callable[[str], Awaitable[GitHubApp | None]],
         find_client: Callable[[str], Awaitable[OAuthClient | None]],
         consents: Consents,
+        kek: Keyring,
     ) -> None:
+        self._kek = kek
         self._find_client = find_client
         self._consents = consents
         self._settings = settings
@@ -230,17 +241,20 @@ class AuthorizationEndpoint:
             )
         except OAuthError as exc:
             raise PageError("Sign-in is not available", exc.description, status=exc.status) from exc
+        state_sha256 = token_sha256(upstream_state)
         await self._state.put_upstream_login(
-            upstream_state,
+            state_sha256,
             UpstreamLogin(
                 request_id=request_id,
-                code_verifier=verifier,
+                code_verifier_encrypted=self._kek.encrypt(
+                    verifier.encode(), context=upstream_login_context(state_sha256)
+                ),
                 redirect_uri=callback,
                 upstream_app_hostname=request.upstream_app_hostname,
             ),
             REQUEST_TTL_SECONDS,
         )
-        flow = self._signer.set_cookie(FLOW_COOKIE, {"s": token_sha256(upstream_state)}, REQUEST_TTL_SECONDS)
+        flow = self._signer.set_cookie(FLOW_COOKIE, {"s": state_sha256}, REQUEST_TTL_SECONDS)
         return Redirect(location, [clear_cookie(CONSENT_COOKIE), flow])
 
     async def callback(self, params: Params, cookies: dict[str, str]) -> Redirect:
@@ -248,14 +262,21 @@ class AuthorizationEndpoint:
         if not upstream_state:
             raise PageError("Invalid sign-in response", "The sign-in response carries no state.")
         bound = self._signer.decode(FLOW_COOKIE, cookies.get(FLOW_COOKIE))
-        if bound is None or not constant_time_equal(str(bound.get("s", "")), token_sha256(upstream_state)):
+        state_sha256 = token_sha256(upstream_state)
+        if bound is None or not constant_time_equal(str(bound.get("s", "")), state_sha256):
             # Login CSRF: a callback URL started in another browser must not sign this one in.
             raise PageError(
                 "Sign-in could not be verified", "This sign-in was not started in this browser.", status=403
             )
-        login = await self._state.take_upstream_login(upstream_state)
+        login = await self._state.take_upstream_login(state_sha256)
         if login is None:
             raise PageError("Sign-in expired", "This sign-in link was already used or has expired.")
+        try:
+            verifier = self._kek.decrypt(
+                login.code_verifier_encrypted, context=upstream_login_context(state_sha256)
+            ).decode()
+        except (EncryptionError, UnicodeDecodeError) as exc:
+            raise PageError("Sign-in expired", "This sign-in cannot be completed; start again.") from exc
         request = await self._state.take_authorization_request(login.request_id)
         if request is None:
             raise PageError(
@@ -279,7 +300,7 @@ class AuthorizationEndpoint:
             upstream_token = await self._upstream.exchange_code(
                 code=code,
                 redirect_uri=login.redirect_uri,
-                code_verifier=login.code_verifier,
+                code_verifier=verifier,
                 app=await self._github_app(login.upstream_app_hostname),
             )
             user = await self._upstream.identity(upstream_token)

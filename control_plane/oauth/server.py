@@ -99,6 +99,7 @@ class _Configured:
             server.github_app,
             server.find_client,
             server.consents,
+            kek,
         )
         self.device = DeviceFlow(
             server.issuer, server.state, server.upstream, self.issuer, server.catalogue, kek

@@ -118,11 +118,11 @@ class OAuthState:
         key = keys.oauth_authorization_request(request_id)
         return _parse(AuthorizationRequest, await self._redis.getdel(key), key)
 
-    async def put_upstream_login(self, state: str, login: UpstreamLogin, ttl_seconds: int) -> None:
-        await self._put(keys.oauth_upstream_state(state), login, ttl_seconds)
+    async def put_upstream_login(self, state_sha256: str, login: UpstreamLogin, ttl_seconds: int) -> None:
+        await self._put(keys.oauth_upstream_state(state_sha256), login, ttl_seconds)
 
-    async def take_upstream_login(self, state: str) -> UpstreamLogin | None:
-        key = keys.oauth_upstream_state(state)
+    async def take_upstream_login(self, state_sha256: str) -> UpstreamLogin | None:
+        key = keys.oauth_upstream_state(state_sha256)
         return _parse(UpstreamLogin, await self._redis.getdel(key), key)
 
     # ---- codes
