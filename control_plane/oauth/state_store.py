@@ -236,6 +236,9 @@ class OAuthState:
         """A login's consent records that have not expired (expired ones are deleted on the way)."""
         key = keys.oauth_consents(login)
         raw = await self._redis.hgetall(key)
+        if not raw:  # expired as a whole (its TTL): forget the login in the listing index too
+            await self._redis.srem(keys.oauth_consent_logins(), login)
+            return []
         now = time.time()
         live: list[OAuthConsent] = []
         stale: list[str] = []

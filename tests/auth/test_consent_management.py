@@ -9,7 +9,9 @@ import re
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from shared import keys
 from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer, create_token
 from tests.control_plane.test_cli import fails, ok, run
 
@@ -153,3 +155,14 @@ async def test_consents_cli(http: httpx.AsyncClient, cp: RunningControlPlane, gi
     revoked = json.loads(ok(run(cp, "oauth", "consents", "revoke", "--client", client.client_id, "--json")))
     assert revoked == {"revoked": 1}
     assert await _silently(browser, client) == "consent_required"
+
+
+async def test_a_login_whose_consents_expired_leaves_the_admin_index(
+    http: httpx.AsyncClient, cp: RunningControlPlane, github: GitHubFake, redis_client: aioredis.Redis
+) -> None:
+    await protect(http)
+    await _approved(http, github, "alice", "Tool")
+    assert await redis_client.smembers(keys.oauth_consent_logins()) == {"alice"}
+    await redis_client.delete(keys.oauth_consents("alice"))  # as when the hash's TTL runs out
+    assert (await http.get(CONSENTS, headers=ADMIN)).json() == []
+    assert await redis_client.smembers(keys.oauth_consent_logins()) == set()
