@@ -77,7 +77,6 @@ class _Configured:
 
     def __init__(self, server: OAuthServer, kek: Keyring, signing_keys: SigningKeyRing) -> None:
         s = server.settings
-        self.kek = kek
         self.signing_keys = signing_keys
         cookies = CookieSigner.from_keyring(kek)
         self.consents_page = ConsentsPage(server.issuer, server.consents, cookies)
