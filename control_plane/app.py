@@ -22,6 +22,8 @@ from .api import (
     health,
     oauth,
     oauth_clients,
+    oauth_consents,
+    oauth_keys,
     proxies,
     routes,
     tokens,
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(certificates.router)
     app.include_router(auth_config.router)
     app.include_router(oauth_clients.router)
+    app.include_router(oauth_keys.router)
+    app.include_router(oauth_consents.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(

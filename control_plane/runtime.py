@@ -54,7 +54,7 @@ class Runtime:
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
         store = Store(redis)
         certificates = CertificateService(store, settings)
-        oauth = OAuthServer(settings, redis, store.reader)
+        oauth = OAuthServer(settings, redis, store)
         targets = TargetPolicy.from_settings(settings)
         return cls(
             settings=settings,

@@ -1,10 +1,11 @@
 """The one Redis writer of the control plane, and its typed reads.
 
-Every write is a `ConfigWrite` (hash puts/deletes plus change descriptions) committed by `Store.transact`
-as one MULTI/EXEC that also INCRs the config version and XADDs one ChangeEvent per change carrying the new
-version; after EXEC it PUBLISHes the version as a wake-up hint. Check-then-write is made safe optimistically:
-the plan reads under WATCH of the config version, which every config write bumps, so any concurrent write
-makes EXEC fail and the plan is re-run against fresh state (a duplicate create is detected by the re-run).
+Every write is a `ConfigWrite` (hash puts/deletes, whole-string puts, plus change descriptions) committed by
+`Store.transact` as one MULTI/EXEC that also INCRs the config version and XADDs one ChangeEvent per change
+carrying the new version; after EXEC it PUBLISHes the version as a wake-up hint. Check-then-write is made
+safe optimistically: the plan reads under WATCH of the config version, which every config write bumps, so any
+concurrent write makes EXEC fail and the plan is re-run against fresh state (a duplicate create is detected
+by the re-run).
 
 Reads validate each stored row; a row that fails to validate is logged and skipped, never fatal.
 """
@@ -73,6 +74,14 @@ class HashDelete:
 
 
 @dataclass(frozen=True, slots=True)
+class StringPut:
+    """A whole-value SET, for a document that is read and replaced as one (the signing-key ring)."""
+
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     kind: ChangeKind
     action: ChangeAction
@@ -84,7 +93,7 @@ class Change:
 class ConfigWrite:
     """What one transaction will do. Plans build these; only the store executes them."""
 
-    ops: list[HashPut | HashDelete] = field(default_factory=list)
+    ops: list[HashPut | HashDelete | StringPut] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
 
     def put(self, collection: Collection[M], object_id: str, obj: M) -> None:
@@ -92,6 +101,9 @@ class ConfigWrite:
 
     def delete(self, collection: Collection[Any], object_id: str) -> None:
         self.ops.append(HashDelete(collection.key, object_id))
+
+    def put_string(self, key: str, value: str) -> None:
+        self.ops.append(StringPut(key, value))
 
     def put_token_hash(self, digest: str, name: str) -> None:
         self.ops.append(HashPut(keys.token_hashes(), digest, name))
@@ -156,6 +168,10 @@ class Reader:
         name: str | None = await self._conn.hget(keys.token_hashes(), digest)
         return name
 
+    async def string(self, key: str) -> str | None:
+        raw: str | None = await self._conn.get(key)
+        return raw
+
     async def config_version(self) -> int:
         raw = await self._conn.get(keys.config_version())
         return int(raw or 0)
@@ -202,6 +218,8 @@ class Store:
                     for op in write.ops:
                         if isinstance(op, HashPut):
                             pipe.hset(op.key, op.field, op.value)
+                        elif isinstance(op, StringPut):
+                            pipe.set(op.key, op.value)
                         else:
                             pipe.hdel(op.key, op.field)
                     pipe.incr(keys.config_version())

@@ -38,9 +38,10 @@ class Settings(BaseSettings):
     # OAuth / GitHub
     GITHUB_CLIENT_ID: str = ""
     GITHUB_CLIENT_SECRET: str = ""
+    # Optional import: the first signing key when Redis has no key ring yet (deployments that kept it in .env)
     OAUTH_JWT_PRIVATE_KEY_B64: str = ""
-    # Extra PEM public keys (base64, comma-separated) published in the JWKS during a signing-key rotation
-    OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64: str = ""
+    # How often each control plane re-reads the signing-key ring (a rotation also wakes it at once)
+    OAUTH_SIGNING_KEYS_REFRESH_SECONDS: float = Field(default=30.0, gt=0)
     # Issuer URL override (e.g. http://127.0.0.1:9000 for loopback tests); default https://AUTH_HOST
     OAUTH_ISSUER: str = ""
     # Host of the authorization server; default "auth." + BASE_DOMAIN

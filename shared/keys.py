@@ -125,17 +125,24 @@ def certificate_snapshot_keys() -> tuple[str, ...]:
 # OAuth protocol state is not config: short-lived string keys with TTLs, never part of a snapshot:
 #     {mhp}:oauth:client:<client_id>           OAuthClient JSON (TTL renewed on use)
 #     {mhp}:oauth:authreq:<id>                 pending /authorize request (minutes)
-#     {mhp}:oauth:upstream:<state>             upstream (GitHub) login state, single-use (minutes)
+#     {mhp}:oauth:upstream:<sha256 of state>   upstream (GitHub) login state, single-use (minutes)
 #     {mhp}:oauth:code:<sha256>                authorization code, single-use (seconds)
 #     {mhp}:oauth:code-used:<sha256>           grant family a redeemed code issued (replay detection)
 #     {mhp}:oauth:grant:<family>               OAuthGrant JSON: who, which client, scope, audience
 #     {mhp}:oauth:grant-jtis:<family>          zset access-token jti -> exp issued in that family
 #     {mhp}:oauth:refresh:<sha256>             RefreshRecord JSON
-#     {mhp}:oauth:consent:<login>:<client_id>  remembered consent (scopes)
+#     {mhp}:oauth:consents:<login>             hash consent id -> OAuthConsent JSON: what the user approved
+#                                              (client, scope set, resource set), each with its own expiry;
+#                                              the key lives as long as its latest record
+#     {mhp}:oauth:consent-logins               set of logins that have consent records (admin listings)
 #     {mhp}:oauth:device:<sha256>              device-flow login in progress
 #     {mhp}:oauth:revoked-jtis                 zset jti -> token exp; data planes load it and refuse those
 #     {mhp}:oauth:revocations                  pub/sub channel; message = "<jti> <exp>" of a revoked token
 #     {mhp}:oauth:jwks                         JWKS JSON of the issuer (data planes cache it)
+#     {mhp}:oauth:signing-keys                 OAuthSigningKeyRing JSON: every token-signing key (private
+#                                              half encrypted with the KEK), which one signs, when each
+#                                              retires. Written only with the JWKS, in the config-write
+#                                              transaction (kind "auth"), so a rotation wakes data planes.
 #     {mhp}:oauth:cimd:<sha256 of URL>         a fetched Client ID Metadata Document, as OAuthClient JSON
 
 
@@ -165,8 +172,8 @@ def oauth_authorization_request(request_id: str) -> str:
     return f"{TAG}:oauth:authreq:{request_id}"
 
 
-def oauth_upstream_state(state: str) -> str:
-    return f"{TAG}:oauth:upstream:{state}"
+def oauth_upstream_state(state_sha256: str) -> str:
+    return f"{TAG}:oauth:upstream:{state_sha256}"
 
 
 def oauth_code(code_sha256: str) -> str:
@@ -189,8 +196,12 @@ def oauth_refresh_token(token_sha256: str) -> str:
     return f"{TAG}:oauth:refresh:{token_sha256}"
 
 
-def oauth_consent(login: str, client_id: str) -> str:
-    return f"{TAG}:oauth:consent:{login}:{client_id}"
+def oauth_consents(login: str) -> str:
+    return f"{TAG}:oauth:consents:{login}"
+
+
+def oauth_consent_logins() -> str:
+    return f"{TAG}:oauth:consent-logins"
 
 
 def oauth_device_login(device_code_sha256: str) -> str:
@@ -207,6 +218,10 @@ def oauth_revocations_channel() -> str:
 
 def oauth_jwks() -> str:
     return f"{TAG}:oauth:jwks"
+
+
+def oauth_signing_keys() -> str:
+    return f"{TAG}:oauth:signing-keys"
 
 
 def oauth_client_metadata_document(url_sha256: str) -> str:

@@ -483,6 +483,7 @@ class AuthorizationRequest(Stored):
     request_id: str
     upstream_app_hostname: str = ""  # proxy whose GitHub app signs the user in ("" = the default app)
     client_id: str
+    client_name: str = ""
     redirect_uri: str
     state: str | None = None
     scope: str
@@ -493,10 +494,12 @@ class AuthorizationRequest(Stored):
 
 
 class UpstreamLogin(Stored):
-    """Our state at the upstream identity provider: which request it finishes, and our PKCE verifier."""
+    """Our state at the upstream identity provider: which request it finishes, and our PKCE verifier
+    (encrypted with the KEK, context "oauth-upstream-login:<sha256 of the state>"; the record is filed under
+    that hash, never under the state itself)."""
 
     request_id: str
-    code_verifier: str
+    code_verifier_encrypted: str
     redirect_uri: str
     upstream_app_hostname: str = ""
     created_at: float = Field(default_factory=now_seconds)
@@ -511,6 +514,21 @@ class UserIdentity(BaseModel):
     name: str = ""
     email: str = ""
     orgs: list[str] = Field(default_factory=list)
+
+
+class OAuthConsent(Stored):
+    """A remembered approval: `login` allowed `client_id` these scopes for these resources, until
+    `expires_at`. A later request is covered only when its scopes and resources are subsets of one
+    record's."""
+
+    consent_id: str
+    login: str
+    client_id: str
+    client_name: str = ""
+    scopes: list[str]
+    resources: list[str]
+    created_at: float = Field(default_factory=now_seconds)
+    expires_at: float
 
 
 class AuthorizationCode(Stored):
@@ -542,11 +560,44 @@ class RefreshRecord(Stored):
 
 
 class DeviceLogin(Stored):
-    """A device-flow login (`mhp oauth login`) backed by the upstream's device flow."""
+    """A device-flow login (`mhp oauth login`) backed by the upstream's device flow. The upstream's device
+    code is a credential we must send back, so it is encrypted with the KEK (context
+    "oauth-device-login:<sha256 of our device code>"); our own device code is stored only as that hash."""
 
-    upstream_device_code: str
+    upstream_device_code_encrypted: str
     client_id: str
     scope: str
     resources: list[str]
     interval_seconds: int = 5
     created_at: float = Field(default_factory=now_seconds)
+
+
+class OAuthSigningKey(BaseModel):
+    """One token-signing key of the ring. The private key (PKCS#8 PEM) is encrypted with the KEK (context
+    "oauth-signing-key:<kid>"); `public_jwk` is what the JWKS publishes. A key that stopped signing has
+    `retires_at`: its tokens verify until then, and it leaves the ring and the JWKS at that time."""
+
+    model_config = ConfigDict(extra="forbid")
+    kid: str = Field(min_length=1)
+    private_key_encrypted: str
+    public_jwk: dict[str, str]
+    created_at: float = Field(default_factory=now_seconds)
+    retires_at: float | None = None
+
+
+class OAuthSigningKeyRing(Stored):
+    """The authorization server's signing keys, shared by every control-plane replica."""
+
+    active_kid: str
+    keys: list[OAuthSigningKey] = Field(min_length=1)
+    updated_at: float = Field(default_factory=now_seconds)
+
+    @model_validator(mode="after")
+    def _active_signs(self) -> OAuthSigningKeyRing:
+        kids = [key.kid for key in self.keys]
+        if len(set(kids)) != len(kids):
+            raise ValueError("signing key ids must be unique")
+        active = next((key for key in self.keys if key.kid == self.active_kid), None)
+        if active is None or active.retires_at is not None:
+            raise ValueError("the active signing key must be in the ring and not retiring")
+        return self

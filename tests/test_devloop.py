@@ -21,8 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deploy.local.env_file import (
     UNPRIVILEGED_HTTP_PORT,
@@ -53,9 +51,9 @@ def test_env_file_gets_every_secret_well_formed(tmp_path: Path) -> None:
     assert len(base64.urlsafe_b64decode(settings.REDIS_PASSWORD + "==")) >= 32
     assert settings.ADMIN_TOKEN.startswith("acm_") and len(settings.ADMIN_TOKEN) > 40
     assert len(base64.b64decode(settings.KEY_ENCRYPTION_KEY_B64, validate=True)) == 32
-    pem = base64.b64decode(settings.OAUTH_JWT_PRIVATE_KEY_B64, validate=True)
-    key = serialization.load_pem_private_key(pem, password=None)
-    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+    # The token-signing key is never written to .env: it is generated in Redis, encrypted with the KEK.
+    assert settings.OAUTH_JWT_PRIVATE_KEY_B64 == ""
+    assert "PRIVATE KEY" not in path.read_text() and "OAUTH_JWT" not in path.read_text()
     # Root keeps the standard ports.
     assert (settings.HTTP_PORT, settings.HTTPS_PORT) == (80, 443)
 
@@ -72,7 +70,7 @@ def test_each_env_file_gets_fresh_secrets(tmp_path: Path) -> None:
     ensure_env_file(first, is_root=True)
     ensure_env_file(second, is_root=True)
     a, b = _read_env(first), _read_env(second)
-    for name in ("REDIS_PASSWORD", "ADMIN_TOKEN", "KEY_ENCRYPTION_KEY_B64", "OAUTH_JWT_PRIVATE_KEY_B64"):
+    for name in ("REDIS_PASSWORD", "ADMIN_TOKEN", "KEY_ENCRYPTION_KEY_B64"):
         assert getattr(a, name) and getattr(a, name) != getattr(b, name), name
 
 

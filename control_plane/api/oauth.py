@@ -95,7 +95,7 @@ def build_router() -> APIRouter:
 
     @router.get("/jwks.json", summary="Token-signing public keys (RFC 7517)")
     async def jwks(runtime: RuntimeDep) -> JSONResponse:
-        return JSONResponse(_server(runtime).jwks(), headers={"Cache-Control": "public, max-age=300"})
+        return JSONResponse(await _server(runtime).jwks(), headers={"Cache-Control": "public, max-age=300"})
 
     @router.post("/register", status_code=201, summary="Dynamic client registration (RFC 7591)")
     async def register(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -133,6 +133,15 @@ def build_router() -> APIRouter:
     async def callback(request: Request, runtime: RuntimeDep) -> Response:
         params = await _browser_params(request, "Invalid sign-in response")
         return _respond(await _server(runtime).ready.authorization.callback(params, dict(request.cookies)))
+
+    @router.get("/consents", summary="The signed-in user's remembered consents (HTML)")
+    async def consents(request: Request, runtime: RuntimeDep) -> Response:
+        return _respond(await _server(runtime).ready.consents_page.show(dict(request.cookies)))
+
+    @router.post("/consents/revoke", summary="Revoke one of the signed-in user's consents (form post)")
+    async def revoke_consent(request: Request, runtime: RuntimeDep) -> Response:
+        form = await _browser_params(request, "Invalid request")
+        return _respond(await _server(runtime).ready.consents_page.revoke(form, dict(request.cookies)))
 
     @router.post("/token", summary="Token endpoint")
     async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:

@@ -4,6 +4,8 @@ mhp oauth login [--resource URI] [--scope S]       device flow (GitHub); prints 
 mhp oauth client create NAME --redirect-uri URI... [--public] [--client-credentials] [--scope S]
                         [--client-uri URL]
 mhp oauth client list | show ID | delete ID         pre-registered OAuth clients (admin only)
+mhp oauth keys list | rotate [--retire-after S]      token-signing keys (admin only)
+mhp oauth consents list|revoke [--login L] [--client ID] [--id ID]   users' remembered consents (admin)
 mhp proxy auth set HOST [--allow-user L]... [--allow-org O]... [--allow-client ID]... [--scope S]...
                         [--public-path P]... [--allow-origin O]... [--identity-header NAME=FIELD]...
                         [--disabled]
@@ -20,18 +22,20 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from ..oauth.api_access import CLI_CLIENT_ID
 from .client import ApiClient, CliError, ConnectionFailed
-from .render import OAUTH_CLIENT_COLUMNS
+from .render import CONSENT_COLUMNS, OAUTH_CLIENT_COLUMNS, SIGNING_KEY_COLUMNS
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_LOGIN_SECONDS = 900.0
 PROXIES = "/api/v1/proxy/targets/"
 OAUTH_CLIENTS = "/api/v1/oauth/clients/"
+SIGNING_KEYS = "/api/v1/oauth/keys/"
+CONSENTS = "/api/v1/oauth/consents/"
 
 Command = Callable[..., argparse.ArgumentParser]
 
@@ -165,6 +169,23 @@ def _client_path(client_id: str) -> str:
     return OAUTH_CLIENTS + quote(client_id, safe="")
 
 
+def _consent_filters(args: argparse.Namespace) -> str:
+    filters = {"login": args.login, "client_id": args.client, "consent_id": getattr(args, "id", None)}
+    query = urlencode({k: v for k, v in filters.items() if v})
+    return f"{CONSENTS}?{query}" if query else CONSENTS
+
+
+def oauth_consents_revoke(api: ApiClient, args: argparse.Namespace) -> Any:
+    if not (args.login or args.client or args.id):
+        raise CliError("name what to revoke: --login, --client and/or --id")
+    return api.request("DELETE", _consent_filters(args))
+
+
+def oauth_keys_rotate(api: ApiClient, args: argparse.Namespace) -> Any:
+    body = {} if args.retire_after is None else {"retire_previous_after_seconds": args.retire_after}
+    return api.request("POST", SIGNING_KEYS + "rotate", body)
+
+
 def add_auth_commands(groups: Any, proxy: Any, command: Command) -> None:
     oauth = groups.add_parser("oauth", help="OAuth sign-in and clients").add_subparsers(
         dest="action", required=True
@@ -198,6 +219,49 @@ def add_auth_commands(groups: Any, proxy: Any, command: Command) -> None:
     sub.add_argument("client_id")
     sub = command(client, "delete", lambda api, a: api.request("DELETE", _client_path(a.client_id)), [])
     sub.add_argument("client_id")
+
+    signing = oauth.add_parser("keys", help="token-signing keys (admin only)").add_subparsers(
+        dest="keys_action", required=True
+    )
+    command(signing, "list", lambda api, a: api.request("GET", SIGNING_KEYS), SIGNING_KEY_COLUMNS, many=True)
+    sub = command(
+        signing,
+        "rotate",
+        oauth_keys_rotate,
+        SIGNING_KEY_COLUMNS,
+        many=True,
+        help_text="a new key signs from now on; the old one verifies until it retires",
+    )
+    sub.add_argument(
+        "--retire-after",
+        type=int,
+        metavar="SECONDS",
+        help="how long the replaced key still verifies (default: the access-token lifetime plus a margin; "
+        "0 = at once, for a leaked key)",
+    )
+
+    consents = oauth.add_parser("consents", help="users' remembered consents (admin only)").add_subparsers(
+        dest="consents_action", required=True
+    )
+    sub = command(
+        consents,
+        "list",
+        lambda api, a: api.request("GET", _consent_filters(a)),
+        CONSENT_COLUMNS,
+        many=True,
+    )
+    sub.add_argument("--login", metavar="LOGIN")
+    sub.add_argument("--client", metavar="CLIENT_ID")
+    sub = command(
+        consents,
+        "revoke",
+        oauth_consents_revoke,
+        [("REVOKED", "revoked")],
+        help_text="the client asks the user again (issued tokens keep running until they expire)",
+    )
+    sub.add_argument("--login", metavar="LOGIN")
+    sub.add_argument("--client", metavar="CLIENT_ID")
+    sub.add_argument("--id", metavar="CONSENT_ID")
 
     auth = proxy.add_parser("auth", help="OAuth protection of a proxy").add_subparsers(
         dest="auth_action", required=True

@@ -50,6 +50,23 @@ OAUTH_CLIENT_COLUMNS: list[Column] = [
     ("REDIRECT URIS", "redirect_uris"),
 ]
 
+SIGNING_KEY_COLUMNS: list[Column] = [
+    ("KID", "kid"),
+    ("ACTIVE", "active"),
+    ("CREATED", "created_at"),
+    ("RETIRES", "retires_at"),
+]
+
+CONSENT_COLUMNS: list[Column] = [
+    ("ID", "consent_id"),
+    ("LOGIN", "login"),
+    ("CLIENT", "client_id"),
+    ("NAME", "client_name"),
+    ("SCOPES", "scopes"),
+    ("RESOURCES", "resources"),
+    ("EXPIRES", "expires_at"),
+]
+
 CERT_COLUMNS: list[Column] = [
     ("NAME", "cert_name"),
     ("DOMAINS", "domains"),

@@ -3,7 +3,8 @@
 Buckets, chosen by path (the OAuth endpoints answer at the root and under the issuer's path):
   register     /register, /register/{id}                          RATE_LIMIT_REGISTER
   token        /token, /introspect, /revoke, /device/token        RATE_LIMIT_TOKEN
-  interactive  /authorize, /authorize/consent, /callback, /device/code   RATE_LIMIT_INTERACTIVE
+  interactive  /authorize, /authorize/consent, /callback, /device/code,
+               /consents, /consents/revoke                         RATE_LIMIT_INTERACTIVE
   api-auth     management API requests answered 401 (guessing tokens)   RATE_LIMIT_API_AUTH_FAILURES
 Each allows N requests per RATE_LIMIT_WINDOW_SECONDS per client (IPv4 address, or IPv6 /64, since one
 host holds a whole /64), as a sliding window estimated from two fixed-window counters (two small keys per
@@ -67,7 +68,9 @@ return 0
 
 _REGISTER = ("/register",)
 _TOKEN = frozenset({"/token", "/introspect", "/revoke", "/device/token"})
-_INTERACTIVE = frozenset({"/authorize", "/authorize/consent", "/callback", "/device/code"})
+_INTERACTIVE = frozenset(
+    {"/authorize", "/authorize/consent", "/callback", "/device/code", "/consents", "/consents/revoke"}
+)
 API_AUTH = "api-auth"
 
 

@@ -1,18 +1,19 @@
 """Keep the issuer reachable: the built-in proxy AUTH_HOST -> this control plane, and the published JWKS.
 
 On startup (and until it succeeds, Redis may be down) the control plane makes sure that
+- the signing-key ring exists in Redis (key_ring.py creates it on first use, and writes the JWKS that
+  data planes verify tokens with alongside it);
 - the proxy `settings.auth_host` exists, owned by admin, pointing at the control plane's API listener
   (created through ProxyService so the certificate hook sees it like any HTTPS proxy); an existing proxy of
-  that name is left as the operator set it;
-- the JWKS is in Redis (shared.keys.oauth_jwks) for data planes that verify tokens locally.
-Only when the authorization server is configured (signing key present).
+  that name is left as the operator set it.
+Only when the authorization server is configured (KEK present).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
@@ -22,7 +23,7 @@ from shared.models import ProxyTarget
 from ..errors import Conflict, ControlPlaneError
 from ..principal import ADMIN
 from ..services.proxies import ProxyService, ProxyTargetCreate
-from .state_store import OAuthState
+from .errors import OAuthError
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,20 @@ async def ensure_auth_host_proxy(settings: Settings, proxies: ProxyService) -> P
 
 
 async def keep_issuer_reachable(
-    settings: Settings, proxies: ProxyService, state: OAuthState, jwks: dict[str, object]
+    settings: Settings, proxies: ProxyService, signing_keys: Callable[[], Awaitable[object]]
 ) -> None:
-    """Retry until the auth-host proxy and the JWKS are in place, then return."""
+    """Retry until the signing keys (and so the JWKS) and the auth-host proxy are in place, then return."""
     while True:
         try:
-            await state.publish_jwks(json.dumps(jwks, separators=(",", ":")))
+            await signing_keys()
             created = await ensure_auth_host_proxy(settings, proxies)
             if created is not None:
                 log.info("created the built-in proxy %s -> %s", created.hostname, created.target_url)
             return
         except (RedisError, OSError) as exc:
             log.warning("cannot publish the issuer's proxy/JWKS yet (%s); retrying", type(exc).__name__)
+        except OAuthError as exc:  # Redis down (503), or a ring this KEK cannot read: retry, loudly
+            log.error("cannot load the token-signing keys yet: %s", exc.description)
         except ControlPlaneError as exc:
             log.error("cannot create the built-in proxy %s: %s", settings.auth_host, exc.detail)
             return

@@ -1,13 +1,16 @@
 """The authorization endpoint (RFC 6749 §4.1 as profiled by OAuth 2.1), our consent step, and the
 callback from the upstream login.
 
-    GET  /authorize          validate; remembered consent + session -> code now; else the consent page
+    GET  /authorize          validate; a remembered consent covering this client, scope set and resource
+                             set + a session -> code now; else the consent page (see consent.py)
     POST /authorize/consent  CSRF-checked approve/deny; approve -> GitHub or OIDC (state + PKCE)
     GET  /callback           single-use state bound to this browser -> upstream identity -> our code
 
 Until client_id and redirect_uri are known good, errors are a safe HTML page (PageError); after that they
 are redirected to the client (RedirectError) with `state` and `iss` (RFC 9207). Codes are single-use, bound
-to client, redirect URI, PKCE challenge and resources, and live OAUTH_CODE_TTL_SECONDS.
+to client, redirect URI, PKCE challenge and resources, and live OAUTH_CODE_TTL_SECONDS. Our state at the
+upstream provider is stored under its hash, with our PKCE verifier encrypted with the KEK: someone who can
+read Redis must not be able to finish a user's sign-in with a code intercepted on the way back.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from pydantic import ValidationError
-
+from shared.encryption import EncryptionError, Keyring
 from shared.models import AuthorizationCode, AuthorizationRequest, OAuthClient, UpstreamLogin, UserIdentity
 from shared.secrets import constant_time_equal, token_sha256
 
 from . import pkce
+from .consent import Consents
 from .consent_page import consent_page
-from .cookies import CONSENT_COOKIE, FLOW_COOKIE, SESSION_COOKIE, CookieSigner, clear_cookie
+from .cookies import CONSENT_COOKIE, FLOW_COOKIE, SESSION_COOKIE, CookieSigner, clear_cookie, session_user
 from .errors import OAuthError, PageError, RedirectError
 from .github import GitHubApp
+from .grant_types import AUTHORIZATION_CODE
 from .params import Params, scope_list
 from .redirect_uris import matches
 from .resource_indicators import ResourceCatalogue
@@ -34,6 +38,12 @@ from .state_store import OAuthState
 from .upstream import UpstreamIdentityProvider
 
 REQUEST_TTL_SECONDS = 600
+
+
+def upstream_login_context(state_sha256: str) -> str:
+    return f"oauth-upstream-login:{state_sha256}"
+
+
 SESSION_TTL_SECONDS = 8 * 3600
 MAX_STATE_LENGTH = 2000
 
@@ -55,7 +65,6 @@ class Redirect:
 class AuthorizationSettings:
     issuer: str
     code_ttl_seconds: int
-    consent_ttl_seconds: int
 
 
 def redirect_to_client(redirect_uri: str, values: dict[str, str | None]) -> str:
@@ -73,8 +82,12 @@ class AuthorizationEndpoint:
         catalogue: Callable[[], Awaitable[ResourceCatalogue]],
         github_app: Callable[[str], Awaitable[GitHubApp | None]],
         find_client: Callable[[str], Awaitable[OAuthClient | None]],
+        consents: Consents,
+        kek: Keyring,
     ) -> None:
+        self._kek = kek
         self._find_client = find_client
+        self._consents = consents
         self._settings = settings
         self._state = state
         self._upstream = upstream
@@ -122,6 +135,8 @@ class AuthorizationEndpoint:
 
         if params.get("response_type") != "code":
             raise fail("unsupported_response_type", "only response_type=code is supported")
+        if AUTHORIZATION_CODE not in client.grant_types or "code" not in client.response_types:
+            raise fail("unauthorized_client", "this client did not register the authorization_code grant")
         challenge = params.get("code_challenge")
         if challenge is None:
             raise fail(
@@ -148,6 +163,7 @@ class AuthorizationEndpoint:
         request = AuthorizationRequest(
             request_id=secrets.token_urlsafe(24),
             client_id=client.client_id,
+            client_name=client.client_name,
             redirect_uri=redirect_uri,
             state=state,
             scope=" ".join(granted),
@@ -159,11 +175,9 @@ class AuthorizationEndpoint:
 
         # OIDC `prompt`: "consent" / "login" always show our page; "none" must not show any page.
         prompt = set(scope_list(params.get("prompt")))
-        user = self._session_user(cookies) if not prompt & {"consent", "login"} else None
-        if user is not None:
-            remembered = await self._state.consented_scopes(user.login, client.client_id)
-            if remembered is not None and set(granted) <= set(remembered):
-                return await self._issue_code(request, user)
+        user = session_user(self._signer, cookies) if not prompt & {"consent", "login"} else None
+        if user is not None and await self._consents.covers(user.login, client.client_id, granted, resources):
+            return await self._issue_code(request, user)
         if "none" in prompt:
             raise fail(
                 "consent_required" if user is not None else "login_required", "user interaction is required"
@@ -184,16 +198,6 @@ class AuthorizationEndpoint:
             CONSENT_COOKIE, {"r": request.request_id, "c": request.csrf_token}, REQUEST_TTL_SECONDS
         )
         return Page(200, html, [cookie])
-
-    def _session_user(self, cookies: dict[str, str]) -> UserIdentity | None:
-        session = self._signer.decode(SESSION_COOKIE, cookies.get(SESSION_COOKIE))
-        if session is None:
-            return None
-        try:
-            return UserIdentity.model_validate(session.get("user"))
-        except ValidationError:
-            # Signed by us but from an older schema: ignore it, the user signs in again.
-            return None
 
     async def consent(self, form: Params, cookies: dict[str, str]) -> Redirect:
         request_id = form.get("request_id", "")
@@ -237,17 +241,20 @@ class AuthorizationEndpoint:
             )
         except OAuthError as exc:
             raise PageError("Sign-in is not available", exc.description, status=exc.status) from exc
+        state_sha256 = token_sha256(upstream_state)
         await self._state.put_upstream_login(
-            upstream_state,
+            state_sha256,
             UpstreamLogin(
                 request_id=request_id,
-                code_verifier=verifier,
+                code_verifier_encrypted=self._kek.encrypt(
+                    verifier.encode(), context=upstream_login_context(state_sha256)
+                ),
                 redirect_uri=callback,
                 upstream_app_hostname=request.upstream_app_hostname,
             ),
             REQUEST_TTL_SECONDS,
         )
-        flow = self._signer.set_cookie(FLOW_COOKIE, {"s": token_sha256(upstream_state)}, REQUEST_TTL_SECONDS)
+        flow = self._signer.set_cookie(FLOW_COOKIE, {"s": state_sha256}, REQUEST_TTL_SECONDS)
         return Redirect(location, [clear_cookie(CONSENT_COOKIE), flow])
 
     async def callback(self, params: Params, cookies: dict[str, str]) -> Redirect:
@@ -255,14 +262,21 @@ class AuthorizationEndpoint:
         if not upstream_state:
             raise PageError("Invalid sign-in response", "The sign-in response carries no state.")
         bound = self._signer.decode(FLOW_COOKIE, cookies.get(FLOW_COOKIE))
-        if bound is None or not constant_time_equal(str(bound.get("s", "")), token_sha256(upstream_state)):
+        state_sha256 = token_sha256(upstream_state)
+        if bound is None or not constant_time_equal(str(bound.get("s", "")), state_sha256):
             # Login CSRF: a callback URL started in another browser must not sign this one in.
             raise PageError(
                 "Sign-in could not be verified", "This sign-in was not started in this browser.", status=403
             )
-        login = await self._state.take_upstream_login(upstream_state)
+        login = await self._state.take_upstream_login(state_sha256)
         if login is None:
             raise PageError("Sign-in expired", "This sign-in link was already used or has expired.")
+        try:
+            verifier = self._kek.decrypt(
+                login.code_verifier_encrypted, context=upstream_login_context(state_sha256)
+            ).decode()
+        except (EncryptionError, UnicodeDecodeError) as exc:
+            raise PageError("Sign-in expired", "This sign-in cannot be completed; start again.") from exc
         request = await self._state.take_authorization_request(login.request_id)
         if request is None:
             raise PageError(
@@ -286,7 +300,7 @@ class AuthorizationEndpoint:
             upstream_token = await self._upstream.exchange_code(
                 code=code,
                 redirect_uri=login.redirect_uri,
-                code_verifier=login.code_verifier,
+                code_verifier=verifier,
                 app=await self._github_app(login.upstream_app_hostname),
             )
             user = await self._upstream.identity(upstream_token)
@@ -299,8 +313,9 @@ class AuthorizationEndpoint:
                     state=request.state,
                 )
             )
-        await self._state.remember_consent(
-            user.login, request.client_id, scope_list(request.scope), self._settings.consent_ttl_seconds
+        # What the user approved on our page: this client, these scopes, these resources (not more).
+        await self._consents.remember(
+            user.login, request.client_id, request.client_name, scope_list(request.scope), request.resources
         )
         result = await self._issue_code(request, user)
         session = self._signer.set_cookie(SESSION_COOKIE, {"user": user.model_dump()}, SESSION_TTL_SECONDS)

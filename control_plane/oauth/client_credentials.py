@@ -17,11 +17,11 @@ from typing import Any
 from shared.models import OAuthClient, OAuthGrant, UserIdentity
 
 from .errors import OAuthError
+from .grant_types import CLIENT_CREDENTIALS
 from .params import Params, scope_list
 from .resource_indicators import ResourceCatalogue
 from .token_issuance import TokenIssuer
 
-CLIENT_CREDENTIALS = "client_credentials"
 MACHINE_SUBJECT_PREFIX = "client:"
 
 

@@ -1,14 +1,19 @@
-"""Our own consent page and the safe error page, as HTML strings (everything shown is escaped).
+"""Our own pages as HTML strings (everything shown is escaped): the consent page, the signed-in user's
+list of remembered consents, and the safe error page.
 
 The consent page names the client, the host its redirect URI points at and the scopes, and posts back a
-CSRF token that must match the signed consent cookie. Pages are sent with security headers that forbid
-framing (clickjacking), scripts and referrers (see `security_headers`).
+CSRF token that must match the signed consent cookie; the consents list posts revocations the same way.
+Pages are sent with security headers that forbid framing (clickjacking), scripts and referrers (see
+`SECURITY_HEADERS`).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
 from urllib.parse import urlsplit
+
+from shared.models import OAuthConsent
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -64,6 +69,34 @@ def consent_page(
         "</form>"
     )
     return _page(f"Allow {name}?", body)
+
+
+def consents_page(*, action: str, login: str, consents: list[OAuthConsent], csrf_token: str) -> str:
+    if not consents:
+        items = "<p>You have not allowed any application here, or every approval has expired.</p>"
+    else:
+        rows = []
+        for consent in consents:
+            name = consent.client_name or consent.client_id
+            until = datetime.fromtimestamp(consent.expires_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            scopes = ", ".join(f"<code>{escape(s)}</code>" for s in consent.scopes)
+            resources = ", ".join(f"<code>{escape(r)}</code>" for r in consent.resources)
+            rows.append(
+                f"<li><strong>{escape(name)}</strong> (client <code>{escape(consent.client_id)}</code>): "
+                f"{scopes} for {resources}, remembered until {escape(until)}."
+                f'<form method="post" action="{escape(action)}">'
+                f'<input type="hidden" name="consent_id" value="{escape(consent.consent_id)}">'
+                f'<input type="hidden" name="csrf_token" value="{escape(csrf_token)}">'
+                '<button type="submit">Revoke</button></form></li>'
+            )
+        items = f"<ul>{''.join(rows)}</ul>"
+    body = (
+        f"<h1>Applications you allowed</h1><p>Signed in as <strong>{escape(login)}</strong>. "
+        "These applications get access again without asking you, for exactly what is listed. Revoking "
+        "makes an application ask again; tokens it already holds run until they expire.</p>"
+        f"{items}"
+    )
+    return _page("Applications you allowed", body)
 
 
 def error_page(title: str, description: str) -> str:

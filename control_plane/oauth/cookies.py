@@ -1,8 +1,11 @@
 """Signed browser cookies of the authorization server: `__Host-` prefix, Secure, HttpOnly, SameSite=Lax.
 
 A value is base64url(JSON payload with `exp`) "." base64url(HMAC-SHA256). The HMAC key is derived from
-the token-signing key, so every control-plane replica agrees on it and rotating that key logs browsers out.
-Payloads are not secret (do not put secrets in them); they are only tamper-proof and expiring.
+the KEK (KEY_ENCRYPTION_KEY_B64), so every control-plane replica agrees on it; cookies signed under a
+previous KEK (KEY_ENCRYPTION_PREVIOUS_KEYS_B64) still verify, so a KEK rotation logs no one out. It is not
+derived from the token-signing key: a leaked signing key must not let anyone forge a session, and a routine
+rotation of that key must not log browsers out. Payloads are not secret (do not put secrets in them); they
+are only tamper-proof and expiring.
 """
 
 from __future__ import annotations
@@ -12,11 +15,18 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from pydantic import ValidationError
+
+from shared.encryption import Keyring
+from shared.models import UserIdentity
 
 CONSENT_COOKIE = "__Host-mhp_consent"
 FLOW_COOKIE = "__Host-mhp_flow"
 SESSION_COOKIE = "__Host-mhp_session"
+CONSENTS_COOKIE = "__Host-mhp_consents"  # CSRF binding of the consents page's revoke forms
 
 
 def _b64(data: bytes) -> str:
@@ -27,13 +37,25 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class CookieSigner:
-    def __init__(self, secret_material: bytes) -> None:
-        self._key = hashlib.sha256(b"mhp-oauth-cookie-v1\x00" + secret_material).digest()
+def _derive(secret_material: bytes) -> bytes:
+    return hmac.new(secret_material, b"mhp-oauth-cookie-v1", hashlib.sha256).digest()
 
-    def _mac(self, name: str, body: str) -> bytes:
+
+class CookieSigner:
+    """Signs with the first secret; verifies with any of them."""
+
+    def __init__(self, secret: bytes, previous: Sequence[bytes] = ()) -> None:
+        self._key = _derive(secret)
+        self._verify_keys = [self._key, *(_derive(s) for s in previous)]
+
+    @classmethod
+    def from_keyring(cls, keyring: Keyring) -> CookieSigner:
+        current = keyring.keys[keyring.current_id]
+        return cls(current, [key for kid, key in keyring.keys.items() if kid != keyring.current_id])
+
+    def _mac(self, name: str, body: str, key: bytes | None = None) -> bytes:
         # The cookie name is signed too, so a value cannot be moved from one cookie to another.
-        return hmac.new(self._key, f"{name}\x00{body}".encode("ascii"), hashlib.sha256).digest()
+        return hmac.new(key or self._key, f"{name}\x00{body}".encode("ascii"), hashlib.sha256).digest()
 
     def encode(
         self, name: str, payload: dict[str, Any], max_age_seconds: int, now: float | None = None
@@ -49,7 +71,8 @@ class CookieSigner:
             return None
         body, mac = value.split(".")
         try:
-            if not hmac.compare_digest(_unb64(mac), self._mac(name, body)):
+            presented = _unb64(mac)
+            if not any(hmac.compare_digest(presented, self._mac(name, body, k)) for k in self._verify_keys):
                 return None
             payload = json.loads(_unb64(body))
         except (ValueError, UnicodeError):
@@ -64,6 +87,18 @@ class CookieSigner:
         """A Set-Cookie header value."""
         value = self.encode(name, payload, max_age_seconds)
         return f"{name}={value}; Path=/; Max-Age={max_age_seconds}; Secure; HttpOnly; SameSite=Lax"
+
+
+def session_user(signer: CookieSigner, cookies: dict[str, str]) -> UserIdentity | None:
+    """Who signed in at the upstream provider in this browser (our session cookie), or None."""
+    session = signer.decode(SESSION_COOKIE, cookies.get(SESSION_COOKIE))
+    if session is None:
+        return None
+    try:
+        return UserIdentity.model_validate(session.get("user"))
+    except ValidationError:
+        # Signed by us but from an older schema: ignore it, the user signs in again.
+        return None
 
 
 def clear_cookie(name: str) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 from shared.models import OAuthClient
 from shared.secrets import token_sha256
 
+from .key_ring import SigningKeyRing
 from .params import Params
-from .signing import SigningKeys
 from .state_store import OAuthState
 from .token_issuance import REFRESH_TOKEN_PREFIX
 
@@ -24,7 +24,7 @@ ACCESS_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "clie
 
 class TokenStatus:
     def __init__(
-        self, state: OAuthState, keys: SigningKeys, refresh_ttl_seconds: int, grace_seconds: int
+        self, state: OAuthState, keys: SigningKeyRing, refresh_ttl_seconds: int, grace_seconds: int
     ) -> None:
         self._state = state
         self._keys = keys
@@ -32,7 +32,7 @@ class TokenStatus:
         self._grace = grace_seconds
 
     async def _access_claims(self, token: str) -> dict[str, Any] | None:
-        claims = self._keys.verified_claims(token)
+        claims = (await self._keys.current()).verified_claims(token)
         if claims is None:
             return None
         exp = claims.get("exp")
@@ -80,7 +80,7 @@ class TokenStatus:
             if record is not None and record.client_id == client.client_id:
                 await self._state.revoke_family(record.family_id)
             return
-        claims = self._keys.verified_claims(token)
+        claims = (await self._keys.current()).verified_claims(token)
         if claims is None or claims.get("client_id") != client.client_id:
             return
         jti = claims.get("jti")

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+from .grant_types import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE, REFRESH_TOKEN
+
 CLIENT_AUTH_METHODS = ["none", "client_secret_post", "client_secret_basic"]
 
 
@@ -46,10 +47,10 @@ def authorization_server_metadata(issuer: str, scopes_supported: list[str]) -> d
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": [
-            "authorization_code",
-            "refresh_token",
-            DEVICE_CODE_GRANT,
-            "client_credentials",  # machine clients the admin pre-registered with it enabled
+            AUTHORIZATION_CODE,
+            REFRESH_TOKEN,
+            DEVICE_CODE,
+            CLIENT_CREDENTIALS,  # machine clients the admin pre-registered with it enabled
         ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,

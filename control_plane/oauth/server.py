@@ -1,8 +1,10 @@
 """The authorization server assembled from its parts, built once per app lifespan (kept on the Runtime).
 
-Holds the one outbound HTTP client (to GitHub) and closes it on shutdown. When the signing key is missing
-or invalid the server still starts: metadata works, and every endpoint that would mint or check a token
-answers 503 naming the setting to fix.
+Holds the one outbound HTTP client (to GitHub) and closes it on shutdown, and runs two background tasks: the
+issuer's upkeep (auth-host proxy, signing-key ring created) and the signing-key ring follower. The server
+needs the KEK (KEY_ENCRYPTION_KEY_B64): its signing keys and device codes are stored encrypted with it.
+Without one (or with an invalid OAUTH_JWT_PRIVATE_KEY_B64 to import) the server still starts: metadata works,
+and every endpoint that would mint or check a token answers 503 naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -16,30 +18,34 @@ import httpx
 import redis.asyncio as aioredis
 
 from shared.config import Settings
-from shared.encryption import EncryptionError, Keyring
+from shared.encryption import EncryptionError, KeyNotConfigured, Keyring
 from shared.models import OAuthClient
 
 from ..services.auth_config import github_app_context, proxy_auth_collection
 from ..services.hostname_claims import reserved_hostnames
 from ..services.proxies import ProxyService
-from ..store import Reader
+from ..store import Store
 from .api_access import CLI_CLIENT_ID, api_login
 from .auth_host import keep_issuer_reachable
 from .authorization import AuthorizationEndpoint, AuthorizationSettings
 from .client_auth import authenticate_client
 from .client_credentials import ClientCredentialsGrant
 from .client_metadata_documents import MetadataDocuments, is_metadata_document_client_id
+from .consent import Consents
+from .consents_page import ConsentsPage
 from .cookies import CookieSigner
-from .device_flow import DEVICE_GRANT, DeviceFlow
+from .device_flow import DeviceFlow
 from .errors import NotConfigured, OAuthError
 from .github import GitHub, GitHubApp, GitHubEndpoints
+from .grant_types import DEVICE_CODE, REFRESH_TOKEN
 from .introspection import TokenStatus
+from .key_ring import RETIREMENT_MARGIN_SECONDS, SigningKeyRing
 from .metadata import authorization_server_metadata
 from .oidc import OidcProvider, OidcSettings
 from .params import Params
 from .registration import Registrations
 from .resource_indicators import ResourceCatalogue, load_catalogue
-from .signing import SigningKeyError, SigningKeys
+from .signing import SigningKeyError, decode_private_key_b64
 from .state_store import OAuthState
 from .token_endpoint import TokenEndpoint
 from .token_issuance import Lifetimes, TokenIssuer
@@ -48,6 +54,11 @@ from .upstream import UpstreamIdentityProvider
 log = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT_SECONDS = 15.0
+NO_KEK = (
+    "KEY_ENCRYPTION_KEY_B64 is not set: the authorization server stores its token-signing keys (and device "
+    "codes) in Redis encrypted with it; generate one with "
+    "`python -c 'from shared.encryption import new_key_b64; print(new_key_b64())'`"
+)
 
 # Pre-registered clients: the CLI logs in with the device flow as a public client.
 BUILTIN_CLIENTS = {
@@ -55,21 +66,23 @@ BUILTIN_CLIENTS = {
         client_id=CLI_CLIENT_ID,
         client_name="mhp command line",
         redirect_uris=[],
-        grant_types=[DEVICE_GRANT, "refresh_token"],
+        grant_types=[DEVICE_CODE, REFRESH_TOKEN],
         token_endpoint_auth_method="none",
     )
 }
 
 
 class _Configured:
-    """The parts that need the signing key."""
+    """The parts that need the KEK and the signing keys."""
 
-    def __init__(self, server: OAuthServer, keys: SigningKeys) -> None:
+    def __init__(self, server: OAuthServer, kek: Keyring, signing_keys: SigningKeyRing) -> None:
         s = server.settings
-        self.keys = keys
+        self.signing_keys = signing_keys
+        cookies = CookieSigner.from_keyring(kek)
+        self.consents_page = ConsentsPage(server.issuer, server.consents, cookies)
         self.issuer = TokenIssuer(
             server.issuer,
-            keys,
+            signing_keys,
             server.state,
             Lifetimes(s.OAUTH_ACCESS_TOKEN_TTL_SECONDS, s.OAUTH_REFRESH_TOKEN_TTL_SECONDS),
         )
@@ -77,16 +90,19 @@ class _Configured:
             AuthorizationSettings(
                 issuer=server.issuer,
                 code_ttl_seconds=s.OAUTH_CODE_TTL_SECONDS,
-                consent_ttl_seconds=s.OAUTH_CONSENT_TTL_SECONDS,
             ),
             server.state,
             server.upstream,
-            CookieSigner(keys.private_pem),
+            cookies,
             server.catalogue,
             server.github_app,
             server.find_client,
+            server.consents,
+            kek,
         )
-        self.device = DeviceFlow(server.issuer, server.state, server.upstream, self.issuer, server.catalogue)
+        self.device = DeviceFlow(
+            server.issuer, server.state, server.upstream, self.issuer, server.catalogue, kek
+        )
         self.tokens = TokenEndpoint(
             server.state,
             self.issuer,
@@ -96,16 +112,16 @@ class _Configured:
             client_credentials_grant=ClientCredentialsGrant(self.issuer, server.catalogue).token,
         )
         self.status = TokenStatus(
-            server.state, keys, s.OAUTH_REFRESH_TOKEN_TTL_SECONDS, s.OAUTH_REFRESH_GRACE_SECONDS
+            server.state, signing_keys, s.OAUTH_REFRESH_TOKEN_TTL_SECONDS, s.OAUTH_REFRESH_GRACE_SECONDS
         )
 
 
 class OAuthServer:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, reader: Reader) -> None:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, store: Store) -> None:
         self.settings = settings
         self.issuer = settings.oauth_issuer
         self.state = OAuthState(redis)
-        self._reader = reader
+        self._reader = store.reader
         self.http = httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT_SECONDS, follow_redirects=False)
         self.github = GitHub(
             GitHubEndpoints(
@@ -140,32 +156,49 @@ class OAuthServer:
             settings.OAUTH_CLIENT_TTL_SECONDS,
             settings.OAUTH_UNUSED_CLIENT_TTL_SECONDS,
         )
+        self.consents = Consents(self.state, settings.OAUTH_CONSENT_TTL_SECONDS)
         self._configured: _Configured | None = None
-        self._upkeep: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._config_error = ""
         try:
-            self._configured = _Configured(
-                self,
-                SigningKeys.load(
-                    settings.OAUTH_JWT_PRIVATE_KEY_B64, settings.OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64
-                ),
+            kek = Keyring.from_settings(settings)
+            imported = settings.OAUTH_JWT_PRIVATE_KEY_B64
+            import_pem = decode_private_key_b64(imported, "OAUTH_JWT_PRIVATE_KEY_B64") if imported else None
+            ring = SigningKeyRing(
+                store,
+                kek,
+                import_pem=import_pem,
+                default_retire_seconds=settings.OAUTH_ACCESS_TOKEN_TTL_SECONDS + RETIREMENT_MARGIN_SECONDS,
+                refresh_seconds=settings.OAUTH_SIGNING_KEYS_REFRESH_SECONDS,
             )
-        except SigningKeyError as exc:
+            self._configured = _Configured(self, kek, ring)
+        except KeyNotConfigured:
+            self._config_error = NO_KEK
+        except (EncryptionError, SigningKeyError) as exc:
             self._config_error = str(exc)
-            log.warning("OAuth authorization server disabled: %s", exc)
+        if self._config_error:
+            log.warning("OAuth authorization server disabled: %s", self._config_error)
 
     def start(self, proxies: ProxyService) -> None:
-        """Background upkeep: the AUTH_HOST proxy and the JWKS in Redis (only when configured)."""
+        """Background work (only when configured): the AUTH_HOST proxy and the signing-key ring in Redis,
+        then following the ring (rotations by any replica, retirements)."""
         if self._configured is not None:
-            self._upkeep = asyncio.create_task(
-                keep_issuer_reachable(self.settings, proxies, self.state, self.jwks()), name="oauth-upkeep"
-            )
+            ring = self._configured.signing_keys
+            self._tasks = [
+                asyncio.create_task(
+                    keep_issuer_reachable(self.settings, proxies, ring.current), name="oauth-upkeep"
+                ),
+                asyncio.create_task(ring.run(), name="oauth-signing-keys"),
+            ]
 
     async def aclose(self) -> None:
-        if self._upkeep is not None and not self._upkeep.done():
-            self._upkeep.cancel()
+        if self._configured is not None:
+            self._configured.signing_keys.stop()
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._upkeep
+                await task
         await self.http.aclose()
 
     @property
@@ -202,14 +235,15 @@ class OAuthServer:
     async def metadata(self) -> dict[str, Any]:
         return authorization_server_metadata(self.issuer, (await self.catalogue()).scopes_supported)
 
-    def jwks(self) -> dict[str, Any]:
-        return dict(self.ready.keys.jwks)
+    async def jwks(self) -> dict[str, Any]:
+        return dict((await self.ready.signing_keys.current()).jwks)
 
     async def api_login(self, token: str) -> str | None:
         """The GitHub login behind an access token issued for the management API, or None."""
         if self._configured is None:
             return None
-        return await api_login(token, issuer=self.issuer, keys=self._configured.keys, state=self.state)
+        keys = await self._configured.signing_keys.current()
+        return await api_login(token, issuer=self.issuer, keys=keys, state=self.state)
 
     async def find_client(self, client_id: str) -> OAuthClient | None:
         builtin = BUILTIN_CLIENTS.get(client_id)

@@ -1,8 +1,8 @@
 """Access-token signing keys and the JWKS (RFC 7517), with `kid` = the RFC 7638 JWK thumbprint.
 
-The active key comes from OAUTH_JWT_PRIVATE_KEY_B64 (base64 of a PEM RSA private key) and signs with
-RS256. OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64 adds public keys to the JWKS only, so tokens signed by the previous
-(or next) key keep verifying while a rotation is under way.
+`SigningKeys` is an immutable snapshot: the active RSA key (signs with RS256) and every key whose tokens
+still verify. The key ring that holds them (in Redis, encrypted with the KEK, rotated without restarts)
+is key_ring.py; this module only knows keys, PEMs and JWTs.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from jose import jws, jwt
 from jose.exceptions import JOSEError
 
 ALGORITHM = "RS256"
+RSA_KEY_BITS = 2048
 
 
 class SigningKeyError(ValueError):
@@ -40,11 +42,32 @@ def public_jwk(public_key: rsa.RSAPublicKey) -> dict[str, str]:
     return {**members, "kid": kid, "use": "sig", "alg": ALGORITHM}
 
 
-def _decode_b64_pem(value: str, setting: str) -> bytes:
+def new_private_pem() -> bytes:
+    """A fresh RSA signing key as unencrypted PKCS#8 PEM (encrypt it before it is stored)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_private_key(pem: bytes, what: str) -> rsa.RSAPrivateKey:
     try:
-        return base64.b64decode(value.strip(), validate=True)
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SigningKeyError(f"{what} is not an unencrypted PEM private key") from exc
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < RSA_KEY_BITS:
+        raise SigningKeyError(f"{what} must be an RSA key of at least {RSA_KEY_BITS} bits")
+    return key
+
+
+def decode_private_key_b64(value: str, setting: str) -> bytes:
+    """The PEM inside a base64 setting (OAUTH_JWT_PRIVATE_KEY_B64), checked to be a usable key."""
+    try:
+        pem = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SigningKeyError(f"{setting} is not valid base64") from exc
+    load_private_key(pem, setting)
+    return pem
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,34 +78,24 @@ class SigningKeys:
     public_pems: dict[str, bytes]  # kid -> PEM, for verifying our own tokens (introspection)
 
     @classmethod
-    def load(cls, private_key_b64: str, extra_public_keys_b64: str = "") -> SigningKeys:
-        if not private_key_b64.strip():
-            raise SigningKeyError("OAUTH_JWT_PRIVATE_KEY_B64 is empty: the authorization server cannot sign")
-        pem = _decode_b64_pem(private_key_b64, "OAUTH_JWT_PRIVATE_KEY_B64")
-        try:
-            key = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError) as exc:
-            raise SigningKeyError("OAUTH_JWT_PRIVATE_KEY_B64 is not an unencrypted PEM private key") from exc
-        if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
-            raise SigningKeyError("OAUTH_JWT_PRIVATE_KEY_B64 must be an RSA key of at least 2048 bits")
-        active = public_jwk(key.public_key())
-        keys = [active]
-        public_pems = {active["kid"]: _public_pem(key.public_key())}
-        for index, item in enumerate(part for part in extra_public_keys_b64.split(",") if part.strip()):
-            extra_pem = _decode_b64_pem(item, f"OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64[{index}]")
-            try:
-                extra = serialization.load_pem_public_key(extra_pem)
-            except ValueError as exc:
-                raise SigningKeyError(
-                    f"OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64[{index}] is not a PEM public key"
-                ) from exc
-            if not isinstance(extra, rsa.RSAPublicKey):
-                raise SigningKeyError(f"OAUTH_JWT_EXTRA_PUBLIC_KEYS_B64[{index}] is not an RSA key")
-            jwk = public_jwk(extra)
-            if jwk["kid"] not in public_pems:
-                keys.append(jwk)
-                public_pems[jwk["kid"]] = _public_pem(extra)
-        return cls(private_pem=pem, kid=active["kid"], jwks={"keys": keys}, public_pems=public_pems)
+    def from_pems(cls, active: bytes, verify_only: Sequence[bytes] = ()) -> SigningKeys:
+        """`active` signs; tokens of `verify_only` keys (rotated out, not yet retired) still verify."""
+        signer = load_private_key(active, "the active signing key")
+        jwk = public_jwk(signer.public_key())
+        keys = [jwk]
+        public_pems = {jwk["kid"]: _public_pem(signer.public_key())}
+        for pem in verify_only:
+            public = load_private_key(pem, "a signing key").public_key()
+            other = public_jwk(public)
+            if other["kid"] not in public_pems:
+                keys.append(other)
+                public_pems[other["kid"]] = _public_pem(public)
+        return cls(private_pem=active, kid=jwk["kid"], jwks={"keys": keys}, public_pems=public_pems)
+
+    @classmethod
+    def load(cls, private_key_b64: str) -> SigningKeys:
+        """One key from base64 of its PEM (how OAUTH_JWT_PRIVATE_KEY_B64 carries it)."""
+        return cls.from_pems(decode_private_key_b64(private_key_b64, "OAUTH_JWT_PRIVATE_KEY_B64"))
 
     def sign(self, claims: dict[str, Any]) -> str:
         token: str = jwt.encode(

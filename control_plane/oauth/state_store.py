@@ -23,6 +23,7 @@ from shared.models import (
     AuthorizationRequest,
     DeviceLogin,
     OAuthClient,
+    OAuthConsent,
     OAuthGrant,
     RefreshRecord,
     UpstreamLogin,
@@ -117,17 +118,21 @@ class OAuthState:
         key = keys.oauth_authorization_request(request_id)
         return _parse(AuthorizationRequest, await self._redis.getdel(key), key)
 
-    async def put_upstream_login(self, state: str, login: UpstreamLogin, ttl_seconds: int) -> None:
-        await self._put(keys.oauth_upstream_state(state), login, ttl_seconds)
+    async def put_upstream_login(self, state_sha256: str, login: UpstreamLogin, ttl_seconds: int) -> None:
+        await self._put(keys.oauth_upstream_state(state_sha256), login, ttl_seconds)
 
-    async def take_upstream_login(self, state: str) -> UpstreamLogin | None:
-        key = keys.oauth_upstream_state(state)
+    async def take_upstream_login(self, state_sha256: str) -> UpstreamLogin | None:
+        key = keys.oauth_upstream_state(state_sha256)
         return _parse(UpstreamLogin, await self._redis.getdel(key), key)
 
     # ---- codes
 
     async def put_code(self, code_sha256: str, code: AuthorizationCode, ttl_seconds: int) -> None:
         await self._put(keys.oauth_code(code_sha256), code, ttl_seconds)
+
+    async def get_code(self, code_sha256: str) -> AuthorizationCode | None:
+        """Read a code without consuming it (its checks run before redeem_code takes it)."""
+        return await self._get(AuthorizationCode, keys.oauth_code(code_sha256))
 
     async def redeem_code(self, code_sha256: str, family_id: str, remember_seconds: int) -> CodeRedemption:
         code_key = keys.oauth_code(code_sha256)
@@ -211,23 +216,54 @@ class OAuthState:
                 pipe.publish(keys.oauth_revocations_channel(), f"{jti} {exp}")
             await pipe.execute()
 
-    async def publish_jwks(self, jwks_json: str) -> None:
-        await self._redis.set(keys.oauth_jwks(), jwks_json)
-
     async def is_jti_revoked(self, jti: str) -> bool:
         return await self._redis.zscore(keys.oauth_revoked_jtis(), jti) is not None
 
-    # ---- consent
+    # ---- consent (per login: a hash of records, each with its own expiry)
 
-    async def remember_consent(self, login: str, client_id: str, scopes: list[str], ttl_seconds: int) -> None:
-        await self._redis.set(keys.oauth_consent(login, client_id), " ".join(scopes), ex=ttl_seconds)
+    async def put_consent(self, consent: OAuthConsent) -> None:
+        key = keys.oauth_consents(consent.login)
+        ttl = max(1, int(consent.expires_at - time.time()) + 1)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, consent.consent_id, consent.model_dump_json())
+            # The hash lives as long as its latest record: set a TTL if it has none, else only extend it.
+            pipe.expire(key, ttl, nx=True)
+            pipe.expire(key, ttl, gt=True)
+            pipe.sadd(keys.oauth_consent_logins(), consent.login)
+            await pipe.execute()
 
-    async def consented_scopes(self, login: str, client_id: str) -> list[str] | None:
-        raw = await self._redis.get(keys.oauth_consent(login, client_id))
-        if raw is None:
-            return None
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        return [s for s in text.split(" ") if s]
+    async def consents_of(self, login: str) -> list[OAuthConsent]:
+        """A login's consent records that have not expired (expired ones are deleted on the way)."""
+        key = keys.oauth_consents(login)
+        raw = await self._redis.hgetall(key)
+        if not raw:  # expired as a whole (its TTL): forget the login in the listing index too
+            await self._redis.srem(keys.oauth_consent_logins(), login)
+            return []
+        now = time.time()
+        live: list[OAuthConsent] = []
+        stale: list[str] = []
+        for consent_id, value in raw.items():
+            consent = _parse(OAuthConsent, value, f"{key}[{consent_id}]")
+            if consent is None or consent.expires_at <= now:
+                stale.append(consent_id)
+            else:
+                live.append(consent)
+        if stale:
+            await self.delete_consents(login, stale)
+        return sorted(live, key=lambda c: c.created_at)
+
+    async def delete_consents(self, login: str, consent_ids: list[str]) -> int:
+        if not consent_ids:
+            return 0
+        key = keys.oauth_consents(login)
+        deleted = int(await self._redis.hdel(key, *consent_ids))
+        if not await self._redis.exists(key):
+            await self._redis.srem(keys.oauth_consent_logins(), login)
+        return deleted
+
+    async def consent_logins(self) -> list[str]:
+        """Logins that may have consent records (some may have expired since; consents_of tells)."""
+        return sorted(await self._redis.smembers(keys.oauth_consent_logins()))
 
     # ---- device logins
 

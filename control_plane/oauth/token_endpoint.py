@@ -6,7 +6,12 @@ client_credentials for admin-enabled machine clients (delegated to client_creden
 - A refresh token is rotated on every use. Presenting an already-rotated token within
   OAUTH_REFRESH_GRACE_SECONDS (a client retrying a lost response) gets a fresh pair in the same family;
   later, it is treated as theft and the whole family (refresh and access tokens) is revoked.
-- `resource` on the token request may only narrow what the grant was bound to (RFC 8707 §2.2).
+- `resource` on the token request may only narrow what the grant was bound to (RFC 8707 §2.2), and
+  `scope` on a refresh may only narrow the grant's scope.
+- Each grant only for a client that registered it (`grant_types`), like /authorize and the device flow.
+- Validate, then consume: a request that fails a check (another client, a wrong PKCE verifier, a wider
+  scope or resource) leaves the code or refresh token as it was. Consuming first would let anyone holding
+  a stolen code burn it, and would turn a client's next, valid refresh into "reuse" that revokes its grant.
 """
 
 from __future__ import annotations
@@ -17,21 +22,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.models import OAuthClient, OAuthGrant, RefreshRecord, canonical_resource_uri
+from shared.models import AuthorizationCode, OAuthClient, OAuthGrant, RefreshRecord, canonical_resource_uri
 from shared.secrets import token_sha256
 
 from . import pkce
-from .client_credentials import CLIENT_CREDENTIALS
 from .errors import OAuthError
+from .grant_types import AUTHORIZATION_CODE, CLIENT_CREDENTIALS, DEVICE_CODE, REFRESH_TOKEN
 from .params import Params, scope_list
 from .state_store import OAuthState
 from .token_issuance import TokenIssuer
 
 log = logging.getLogger(__name__)
-
-AUTHORIZATION_CODE = "authorization_code"
-REFRESH_TOKEN = "refresh_token"
-DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 
 # A grant handled elsewhere (device_flow, client_credentials): the authenticated client and the request.
 DeviceGrant = Callable[[OAuthClient, Params], Awaitable[dict[str, Any]]]
@@ -83,12 +84,20 @@ class TokenEndpoint:
         raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not supported")
 
     async def _authorization_code(self, client: OAuthClient, params: Params) -> dict[str, Any]:
+        if AUTHORIZATION_CODE not in client.grant_types:
+            raise OAuthError(
+                "unauthorized_client", "this client did not register the authorization_code grant"
+            )
         code = params.require("code")
         verifier = params.get("code_verifier")
         if verifier is None:
             raise OAuthError("invalid_request", "code_verifier is required (PKCE)")
+        digest = token_sha256(code)
+        pending = await self._state.get_code(digest)
+        if pending is not None:
+            _check_code(pending, client, params, verifier)
         family_id = secrets.token_urlsafe(18)
-        redemption = await self._state.redeem_code(token_sha256(code), family_id, self._refresh_ttl)
+        redemption = await self._state.redeem_code(digest, family_id, self._refresh_ttl)
         if redemption.outcome == "replayed":
             revoked = await self._state.revoke_family(redemption.replayed_family)
             log.warning(
@@ -102,16 +111,7 @@ class TokenEndpoint:
         if redemption.code is None:
             raise OAuthError("invalid_grant", "the authorization code is invalid or expired")
         issued = redemption.code
-        if issued.client_id != client.client_id:
-            raise OAuthError("invalid_grant", "the authorization code was issued to another client")
-        redirect_uri = params.get("redirect_uri")
-        if redirect_uri is not None and redirect_uri != issued.redirect_uri:
-            raise OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
-        if redirect_uri is None and client.redirect_uris != [issued.redirect_uri]:
-            raise OAuthError("invalid_request", "redirect_uri is required")
-        if not pkce.verifier_matches(verifier, issued.code_challenge):
-            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
-        audiences = narrowed_resources(params.all("resource"), issued.resources)
+        audiences = _check_code(issued, client, params, verifier)
         grant = OAuthGrant(
             family_id=family_id,
             client_id=client.client_id,
@@ -147,13 +147,28 @@ class TokenEndpoint:
             raise OAuthError(
                 "invalid_grant", "the refresh token was already used; every token of this grant is revoked"
             )
-        if record.rotated_at is None:
-            # A concurrent request may have rotated it a moment ago; that is the retry case, still in grace.
-            await self._state.mark_rotated(
-                digest, RefreshRecord(**{**record.model_dump(), "rotated_at": now})
-            )
         scopes = scope_list(params.get("scope")) or scope_list(grant.scope)
         if not set(scopes) <= set(scope_list(grant.scope)):
             raise OAuthError("invalid_scope", "a refresh may not widen the scope of the grant")
         audiences = narrowed_resources(params.all("resource"), grant.resources)
+        if record.rotated_at is None:
+            # Only a request that passed every check rotates the token. A concurrent request may have
+            # rotated it a moment ago; that is the retry case, still in grace.
+            await self._state.mark_rotated(
+                digest, RefreshRecord(**{**record.model_dump(), "rotated_at": now})
+            )
         return await self._issuer.issue(grant, audiences=audiences, scope=" ".join(scopes), with_refresh=True)
+
+
+def _check_code(issued: AuthorizationCode, client: OAuthClient, params: Params, verifier: str) -> list[str]:
+    """What a code redemption must match; returns the token's audiences (the resources, maybe narrowed)."""
+    if issued.client_id != client.client_id:
+        raise OAuthError("invalid_grant", "the authorization code was issued to another client")
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri is not None and redirect_uri != issued.redirect_uri:
+        raise OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
+    if redirect_uri is None and client.redirect_uris != [issued.redirect_uri]:
+        raise OAuthError("invalid_request", "redirect_uri is required")
+    if not pkce.verifier_matches(verifier, issued.code_challenge):
+        raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
+    return narrowed_resources(params.all("resource"), issued.resources)

@@ -16,7 +16,7 @@ from typing import Any
 from shared.models import OAuthGrant, RefreshRecord
 from shared.secrets import token_sha256
 
-from .signing import SigningKeys
+from .key_ring import SigningKeyRing
 from .state_store import OAuthState
 
 REFRESH_TOKEN_PREFIX = "mhr_"
@@ -29,7 +29,7 @@ class Lifetimes:
 
 
 class TokenIssuer:
-    def __init__(self, issuer: str, keys: SigningKeys, state: OAuthState, lifetimes: Lifetimes) -> None:
+    def __init__(self, issuer: str, keys: SigningKeyRing, state: OAuthState, lifetimes: Lifetimes) -> None:
         self._issuer = issuer
         self._keys = keys
         self._state = state
@@ -57,7 +57,7 @@ class TokenIssuer:
             claims["orgs"] = grant.user.orgs
         if grant.user.email:
             claims["email"] = grant.user.email
-        access_token = self._keys.sign(claims)
+        access_token = (await self._keys.current(for_signing=True)).sign(claims)
         await self._state.add_grant_jti(grant.family_id, jti, exp, self._lifetimes.refresh_seconds)
         body: dict[str, Any] = {
             "access_token": access_token,

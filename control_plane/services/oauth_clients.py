@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.models import OAuthClient
 
 from ..errors import InvalidInput, NotFound
-from ..oauth.client_credentials import CLIENT_CREDENTIALS
 from ..oauth.errors import OAuthError
+from ..oauth.grant_types import CLIENT_CREDENTIALS
 from ..oauth.registration import build_client, parse_metadata
 from ..oauth.state_store import OAuthState
 from ..principal import Principal

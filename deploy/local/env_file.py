@@ -3,7 +3,8 @@
 `render_env_file` is pure (secrets and root-ness in, text out) so it is tested directly; `ensure_env_file`
 writes it with O_CREAT|O_EXCL and mode 0600, so an existing file (or one created concurrently) is never
 replaced and the secrets are never world-readable. Only generated values and the non-root port overrides are
-written; every other setting keeps its documented default (see .env.example).
+written; every other setting keeps its documented default (see .env.example). No token-signing key is
+written: the control plane generates it in Redis, encrypted with the KEK (control_plane/oauth/key_ring.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.secrets import new_api_token
 
@@ -30,21 +28,13 @@ class GeneratedSecrets:
     redis_password: str
     admin_token: str
     key_encryption_key_b64: str
-    oauth_jwt_private_key_b64: str
 
 
 def generate_secrets() -> GeneratedSecrets:
-    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private_key.private_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PrivateFormat.PKCS8,
-        encryption_algorithm=serialization.NoEncryption(),
-    )
     return GeneratedSecrets(
         redis_password=secrets.token_urlsafe(32),
         admin_token=new_api_token(),
         key_encryption_key_b64=base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
-        oauth_jwt_private_key_b64=base64.b64encode(pem).decode("ascii"),
     )
 
 
@@ -56,7 +46,6 @@ def render_env_file(generated: GeneratedSecrets, *, is_root: bool) -> str:
         f"REDIS_PASSWORD={generated.redis_password}",
         f"ADMIN_TOKEN={generated.admin_token}",
         f"KEY_ENCRYPTION_KEY_B64={generated.key_encryption_key_b64}",
-        f"OAUTH_JWT_PRIVATE_KEY_B64={generated.oauth_jwt_private_key_b64}",
     ]
     if not is_root:
         lines += [

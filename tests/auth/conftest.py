@@ -34,6 +34,8 @@ from tests.harness.services import RedisServer, ServiceProcess, free_port, port_
 from .github_fake import FakeUser, GitHubFake
 from .https_documents import DocumentServer
 
+CONSENT_TTL_SECONDS = 86400  # the auth control plane's OAUTH_CONSENT_TTL_SECONDS (not the default)
+
 
 def new_rsa_pem() -> bytes:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -103,6 +105,7 @@ def auth_control_plane(
     env.update(github.settings_env())
     env.update(
         OAUTH_REFRESH_GRACE_SECONDS="0",
+        OAUTH_CONSENT_TTL_SECONDS=str(CONSENT_TTL_SECONDS),  # not the default, so tests can tell
         # alice's `mhp oauth login` token acts as the admin on the management API; other logins do not.
         ADMIN_GITHUB_USERS="Alice",
         BASE_DOMAIN="test.localhost",

@@ -126,11 +126,15 @@ async def login(
     resource: str | None,
     state: str = "st-123",
     redirect_uri: str = REDIRECT_URI,
+    **extra: str,
 ) -> LoginResult:
-    """The whole browser leg: authorize -> consent page -> approve -> GitHub -> callback -> code."""
+    """The whole browser leg: authorize -> consent page -> approve -> GitHub -> callback -> code.
+    `extra` overrides authorization parameters (e.g. scope="mcp read")."""
     verifier = new_verifier()
     response = await browser.get(
-        authorize_url(client, verifier=verifier, resource=resource, state=state, redirect_uri=redirect_uri)
+        authorize_url(
+            client, verifier=verifier, resource=resource, state=state, redirect_uri=redirect_uri, **extra
+        )
     )
     if response.status_code == 200:
         fields = consent_fields(response.text)
@@ -167,8 +171,16 @@ async def redeem(
     return await http.post("/token", data=data)
 
 
-async def refresh(http: httpx.AsyncClient, client: Client, refresh_token: str) -> httpx.Response:
+async def refresh(
+    http: httpx.AsyncClient, client: Client, refresh_token: str, **extra: str
+) -> httpx.Response:
+    """A refresh request; `extra` adds parameters such as `scope` or `resource`."""
     return await http.post(
         "/token",
-        data={"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client.client_id},
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": client.client_id,
+            **extra,
+        },
     )

@@ -5,9 +5,15 @@ and reflected XSS through the pages we render."""
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from shared import keys
+from shared.secrets import token_sha256
 from tests.control_plane.conftest import ADMIN, RunningControlPlane
 
 from .conftest import RESOURCE, protect
@@ -266,9 +272,11 @@ async def test_consent_page_escapes_what_it_shows(http: httpx.AsyncClient, cp: R
     assert response.status_code == 200
     assert "<script>" not in response.text and "<img" not in response.text
     assert "&lt;script&gt;" in response.text
-    # The error page escapes too.
-    response = await http.get(f"/callback?state={evil}&code=x")
-    assert "<script>" not in response.text
+    # The error page escapes too. A parameter sent twice is named on it: the name is the attacker's.
+    response = await http.get(f"/authorize?{quote(evil)}=1&{quote(evil)}=2")
+    assert response.status_code == 400 and "sent more than once" in response.text
+    assert "<script>" not in response.text and "<img" not in response.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text
 
 
 async def test_deny_returns_access_denied(http: httpx.AsyncClient, cp: RunningControlPlane) -> None:
@@ -373,3 +381,47 @@ async def test_oversized_registration_is_refused(http: httpx.AsyncClient, cp: Ru
     body = '{"redirect_uris": ["https://app.example/cb"], "client_name": "' + "x" * 20000 + '"}'
     response = await http.post("/register", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
+
+
+async def test_a_grant_is_refused_to_a_client_that_did_not_register_it(
+    http: httpx.AsyncClient, cp: RunningControlPlane
+) -> None:
+    # The CLI's built-in client registered only the device-code and refresh grants.
+    response = await http.post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": "x",
+            "code_verifier": "v" * 43,
+            "client_id": "mhp-cli",
+        },
+    )
+    assert response.status_code == 400 and response.json()["error"] == "unauthorized_client"
+
+
+async def test_upstream_login_state_and_verifier_are_not_stored_in_plaintext(
+    http: httpx.AsyncClient, cp: RunningControlPlane, redis_client: aioredis.Redis
+) -> None:
+    """Whoever reads Redis must not learn our state at GitHub or our PKCE verifier: with a code
+    intercepted on its way back, those would finish the user's sign-in elsewhere."""
+    await protect(http)
+    client = await register(http)
+    browser = Browser(http)
+    page = await browser.get(authorize_url(client, verifier="v" * 43, resource=RESOURCE))
+    to_github = await browser.post_form(
+        "/authorize/consent", {**consent_fields(page.text), "decision": "approve"}
+    )
+    upstream_state = query_of(to_github.headers["location"])["state"]
+    dump = ""
+    for key in await redis_client.keys("*"):
+        dump += key + "\n"
+        if await redis_client.type(key) == "string":
+            dump += f"{await redis_client.get(key)}\n"
+    assert upstream_state not in dump
+    stored = json.loads(await redis_client.get(keys.oauth_upstream_state(token_sha256(upstream_state))))
+    assert stored["code_verifier_encrypted"].startswith("mhp-enc:v1:") and "code_verifier" not in stored
+    # The sign-in still completes.
+    async with httpx.AsyncClient() as outside:
+        callback = (await outside.get(to_github.headers["location"])).headers["location"]
+    response = await browser.get(callback)
+    assert response.status_code == 302 and query_of(response.headers["location"])["code"]

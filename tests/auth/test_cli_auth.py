@@ -22,10 +22,11 @@ from .github_fake import GitHubFake
 pytestmark = [pytest.mark.auth, pytest.mark.slow]
 
 
-def _approve_when_asked(github: GitHubFake, login: str, stop: threading.Event) -> None:
+def _approve_when_asked(github: GitHubFake, login: str, stop: threading.Event, known: set[str]) -> None:
+    """Approve the device flow this login starts (not one another test left pending at the stand-in)."""
     while not stop.is_set():
-        for device in list(github.devices.values()):
-            if device.login is None:
+        for code, device in list(github.devices.items()):
+            if code not in known and device.login is None:
                 github.approve_device(device.user_code, login)
                 return
         time.sleep(0.05)
@@ -35,7 +36,8 @@ def _login(
     cp: RunningControlPlane, github: GitHubFake, *extra: str, login: str = "alice"
 ) -> tuple[dict[str, object], str]:
     stop = threading.Event()
-    approver = threading.Thread(target=_approve_when_asked, args=(github, login, stop), daemon=True)
+    known = set(github.devices)
+    approver = threading.Thread(target=_approve_when_asked, args=(github, login, stop, known), daemon=True)
     approver.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MHP_") and k != "ADMIN_TOKEN"}
     env.update(MHP_API_URL=cp.url, MHP_ENV_FILE=os.devnull)
@@ -159,3 +161,15 @@ async def test_proxy_auth_commands(http: httpx.AsyncClient, cp: RunningControlPl
     assert usage.returncode == 2 and "expected NAME=FIELD" in usage.stderr
     error = fails(run(cp, "proxy", "auth", "set", MCP_HOST, "--identity-header", "X-U=password"))
     assert "identity_headers" in error
+
+
+async def test_oauth_keys_commands(http: httpx.AsyncClient, cp: RunningControlPlane) -> None:
+    listing = json.loads(ok(run(cp, "oauth", "keys", "list", "--json")))
+    [old] = [key["kid"] for key in listing if key["active"]]
+    # --retire-after 0: the replaced key leaves at once (what to do with a key that leaked).
+    rotated = json.loads(ok(run(cp, "oauth", "keys", "rotate", "--retire-after", "0", "--json")))
+    assert [key["active"] for key in rotated] == [True] and rotated[0]["kid"] != old
+    assert [key["kid"] for key in (await http.get("/jwks.json")).json()["keys"]] == [rotated[0]["kid"]]
+    table = ok(run(cp, "oauth", "keys", "list"))
+    assert table.split()[:4] == ["KID", "ACTIVE", "CREATED", "RETIRES"] and rotated[0]["kid"] in table
+    assert "401" in fails(run(cp, "oauth", "keys", "rotate", token="acm_not-a-token"))

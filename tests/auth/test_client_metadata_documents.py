@@ -3,6 +3,8 @@ the document must name itself, list the redirect URI, and live on an allowed add
 
 from __future__ import annotations
 
+import html
+
 import httpx
 import pytest
 from jose import jwt
@@ -13,7 +15,7 @@ from tests.control_plane.conftest import RunningControlPlane
 
 from .conftest import RESOURCE, protect
 from .https_documents import DocumentServer
-from .oauth_flow import REDIRECT_URI, Browser, Client, authorize_url, login, redeem, refresh
+from .oauth_flow import REDIRECT_URI, Browser, Client, authorize_url, login, query_of, redeem, refresh
 
 pytestmark = pytest.mark.auth
 
@@ -49,12 +51,33 @@ async def test_metadata_document_client_logs_in(
 
 
 @pytest.mark.parametrize(
-    ("path", "overrides"),
+    ("path", "overrides", "rule"),
     [
-        ("/clients/impostor.json", {"client_id": "https://someone-else.example/client.json"}),
-        ("/clients/other-redirect.json", {"redirect_uris": ["https://elsewhere.example/cb"]}),
-        ("/clients/secret.json", {"token_endpoint_auth_method": "client_secret_basic"}),
-        ("/clients/bad-redirect.json", {"redirect_uris": ["http://evil.example/cb"]}),
+        (
+            "/clients/impostor.json",
+            {"client_id": "https://someone-else.example/client.json"},
+            "its client_id does not equal the URL it was fetched from",
+        ),
+        (
+            "/clients/other-redirect.json",
+            {"redirect_uris": ["https://elsewhere.example/cb"]},
+            "The redirect URI is not registered for this application.",
+        ),
+        (
+            "/clients/secret.json",
+            {"token_endpoint_auth_method": "client_secret_basic"},
+            "token_endpoint_auth_method 'client_secret_basic' is not supported (only none)",
+        ),
+        (
+            "/clients/bad-redirect.json",
+            {"redirect_uris": ["http://evil.example/cb"]},
+            "redirect URI 'http://evil.example/cb' must use https, or http on a loopback address",
+        ),
+        (
+            "/clients/no-redirects.json",
+            {"redirect_uris": []},
+            "redirect_uris must be a non-empty list of strings",
+        ),
     ],
 )
 async def test_bad_metadata_documents_get_a_page_not_a_redirect(
@@ -63,11 +86,13 @@ async def test_bad_metadata_documents_get_a_page_not_a_redirect(
     documents: DocumentServer,
     path: str,
     overrides: dict[str, object],
+    rule: str,
 ) -> None:
     await protect(http)
     client = _publish(documents, path, **overrides)
     response = await http.get(authorize_url(client, verifier="v" * 43, resource=RESOURCE))
     assert response.status_code == 400 and "location" not in response.headers
+    assert rule in html.unescape(response.text), response.text  # refused by the rule it names
 
 
 async def test_missing_document_is_invalid_client_at_the_token_endpoint(
@@ -90,15 +115,27 @@ def test_ssrf_guard_and_url_rules() -> None:
         assert not address_allowed(address, allow_private=False), address
     assert address_allowed("93.184.216.34", allow_private=False)
     assert address_allowed("127.0.0.1", allow_private=True)
-    for url in (
-        "http://app.example/c.json",
-        "https://app.example",
-        "https://app.example/",
-        "https://u:p@a.example/c",
-        "https://app.example/a/../c.json",
+    for url, rule in (
+        ("http://app.example/c.json", "must be an https URL"),
+        ("https://app.example", "needs a path"),
+        ("https://app.example/", "needs a path"),
+        ("https://u:p@a.example/c", "no fragment or credentials"),
+        ("https://app.example/a/../c.json", "must not contain dot segments"),
     ):
-        with pytest.raises(OAuthError):
+        with pytest.raises(OAuthError) as refused:
             check_url(url)
+        assert rule in refused.value.description, url
     assert check_url("https://app.example:8443/client.json") == ("app.example", 8443)
     assert cache_seconds("max-age=5") == 60 and cache_seconds("max-age=999999") == 86400
     assert cache_seconds(None) == 3600 and cache_seconds("no-store") == 60
+
+
+async def test_a_document_without_the_authorization_code_grant_gets_no_code(
+    http: httpx.AsyncClient, cp: RunningControlPlane, documents: DocumentServer
+) -> None:
+    await protect(http)
+    client = _publish(documents, "/clients/refresh-only.json", grant_types=["refresh_token"])
+    response = await http.get(authorize_url(client, verifier="v" * 43, resource=RESOURCE))
+    assert response.status_code == 302, response.text
+    redirect = query_of(response.headers["location"])
+    assert redirect["error"] == "unauthorized_client" and redirect["state"] == "st-123"

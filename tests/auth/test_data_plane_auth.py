@@ -133,17 +133,20 @@ def test_revoked_jti_is_401(keys: SigningKeys, keyset: KeySet) -> None:
 
 
 def test_alg_none_is_refused(keyset: KeySet) -> None:
+    # Everything else about the token is right (typ at+jwt, a known kid, good claims), so only the
+    # algorithm check can be what refuses it; the description says so.
     kid = next(iter(keyset.keys))
     for alg in ("none", "None", "NONE"):
-        token = forge({"alg": alg, "kid": kid, "typ": "JWT"}, claims(), None)
+        token = forge({"alg": alg, "kid": kid, "typ": "at+jwt"}, claims(), None)
         decision = verify(token, keyset, requirements(), now=NOW, revoked=set())
         assert isinstance(decision, Deny) and decision.status == 401
+        assert decision.description == f"tokens signed with {alg!r} are not accepted"
 
 
 def test_hs256_signed_with_the_public_key_is_refused(keys: SigningKeys, keyset: KeySet) -> None:
     kid = next(iter(keyset.keys))
     public_pem = keys.public_pems[kid]
-    token = forge({"alg": "HS256", "kid": kid, "typ": "JWT"}, claims(), public_pem)
+    token = forge({"alg": "HS256", "kid": kid, "typ": "at+jwt"}, claims(), public_pem)
     decision = verify(token, keyset, requirements(), now=NOW, revoked=set())
     assert isinstance(decision, Deny) and decision.status == 401 and "HS256" in decision.description
 
@@ -203,17 +206,10 @@ def test_keyset_ignores_keys_it_cannot_use() -> None:
 
 
 def test_jwks_carries_a_second_key_for_rotation() -> None:
-    from cryptography.hazmat.primitives import serialization
-
     old_pem = new_rsa_pem()
-    old = SigningKeys.load(base64.b64encode(old_pem).decode())
-    old_public = (
-        serialization.load_pem_private_key(old_pem, None)
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    new = SigningKeys.load(base64.b64encode(new_rsa_pem()).decode(), base64.b64encode(old_public).decode())
-    assert len(new.jwks["keys"]) == 2
+    old = SigningKeys.from_pems(old_pem)
+    new = SigningKeys.from_pems(new_rsa_pem(), [old_pem])  # the rotated-out key still verifies
+    assert len(new.jwks["keys"]) == 2 and new.jwks["keys"][0]["kid"] == new.kid != old.kid
     keyset = KeySet.from_jwks(new.jwks)
     for signer in (old, new):
         assert isinstance(verify(signer.sign(claims()), keyset, requirements(), now=NOW, revoked=()), Allow)

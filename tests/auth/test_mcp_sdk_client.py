@@ -10,8 +10,16 @@ import json
 import time
 
 import httpx
+import httpx2  # the MCP SDK's HTTP client
 import pytest
 import redis.asyncio as aioredis
+
+# A dev dependency (pyproject, uv.lock): imported plainly, so a missing SDK fails the run instead of
+# skipping the only test of a real MCP client against the data plane.
+from mcp import Client
+from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from tests.control_plane.conftest import ADMIN, RunningControlPlane
 from tests.data_plane.conftest import DataPlane
@@ -19,14 +27,6 @@ from tests.data_plane.conftest import DataPlane
 from .conftest import data_plane_caught_up, protect
 from .github_fake import GitHubFake
 from .oauth_flow import REDIRECT_URI, Browser, query_of
-
-mcp = pytest.importorskip("mcp")  # mcp 2.x: add to the dev dependencies
-httpx2 = pytest.importorskip("httpx2")
-
-from mcp import Client  # noqa: E402
-from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider  # noqa: E402
-from mcp.client.streamable_http import streamable_http_client  # noqa: E402
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken  # noqa: E402
 
 pytestmark = [pytest.mark.auth, pytest.mark.slow]
 

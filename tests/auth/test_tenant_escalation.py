@@ -11,16 +11,14 @@ issuer's origin as a resource, and a management-API token from any client but th
 
 from __future__ import annotations
 
-import secrets
-import time
-
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from control_plane.oauth.api_access import CLI_CLIENT_ID
-from control_plane.oauth.signing import SigningKeys
 from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer
 
+from .insider_tokens import active_signing_keys, management_token
 from .oauth_flow import Browser, authorize_url, query_of, register
 
 pytestmark = pytest.mark.auth
@@ -86,35 +84,17 @@ async def test_the_issuer_is_never_a_resource_even_under_a_protected_wildcard(
     assert "authorization server itself" in redirect["error_description"]
 
 
-def _management_token(cp: RunningControlPlane, *, client_id: str, login: str = "alice") -> str:
-    """A token exactly as the authorization server signs one for the issuer audience (same key, claims)."""
-    keys = SigningKeys.load(cp.env["OAUTH_JWT_PRIVATE_KEY_B64"])
-    now = int(time.time())
-    return keys.sign(
-        {
-            "iss": cp.url,
-            "sub": "github:1001",
-            "aud": [cp.url],
-            "exp": now + 600,
-            "iat": now,
-            "jti": secrets.token_urlsafe(16),
-            "scope": "mcp",
-            "client_id": client_id,
-            "login": login,
-        }
-    )
-
-
 async def test_the_management_api_takes_oauth_tokens_only_from_the_cli_client(
-    http: httpx.AsyncClient, cp: RunningControlPlane
+    http: httpx.AsyncClient, cp: RunningControlPlane, redis_client: aioredis.Redis
 ) -> None:
     # alice is in ADMIN_GITHUB_USERS; the token below is what an approved DCR client would have held.
+    signer = await active_signing_keys(cp, http, redis_client)
     client = await register(http)
-    stolen = _management_token(cp, client_id=client.client_id)
+    stolen = management_token(cp, signer, client_id=client.client_id, login="alice")
     response = await http.get("/api/v1/tokens/", headers=bearer(stolen))
     assert response.status_code == 401, response.text
     created = await http.post("/api/v1/tokens/", json={"name": "backdoor"}, headers=bearer(stolen))
     assert created.status_code == 401
     # The same login through the built-in CLI client (`mhp oauth login`) is the admin, as documented.
-    cli = _management_token(cp, client_id=CLI_CLIENT_ID)
+    cli = management_token(cp, signer, client_id=CLI_CLIENT_ID, login="alice")
     assert (await http.get("/api/v1/tokens/", headers=bearer(cli))).status_code == 200

@@ -1,0 +1,66 @@
+"""`/api/v1/oauth/consents/`: users' remembered consents (admin only).
+
+A record is what one user approved for one client (scopes, resources) and when that approval expires; see
+oauth/consent.py. Revoking makes the client ask the user again; tokens already issued run until they expire
+or are revoked. Users manage their own records on the authorization server's /consents page.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from shared.models import OAuthConsent
+
+from ..errors import InvalidInput
+from .deps import PrincipalDep, RuntimeDep
+
+router = APIRouter(prefix="/api/v1/oauth/consents", tags=["oauth consents"])
+
+LoginFilter = Annotated[str | None, Query(description="GitHub (or OIDC) login, case-insensitive")]
+ClientFilter = Annotated[str | None, Query(description="OAuth client id")]
+
+
+class ConsentView(BaseModel):
+    consent_id: str
+    login: str
+    client_id: str
+    client_name: str
+    scopes: list[str]
+    resources: list[str]
+    created_at: float
+    expires_at: float
+
+    @classmethod
+    def of(cls, consent: OAuthConsent) -> ConsentView:
+        return cls.model_validate(consent.model_dump(include=set(cls.model_fields)))
+
+
+class ConsentsRevoked(BaseModel):
+    revoked: int
+
+
+@router.get("/", response_model=list[ConsentView])
+async def list_consents(
+    runtime: RuntimeDep, principal: PrincipalDep, login: LoginFilter = None, client_id: ClientFilter = None
+) -> list[ConsentView]:
+    principal.require_admin("list OAuth consents")
+    return [ConsentView.of(c) for c in await runtime.oauth.consents.list(login=login, client_id=client_id)]
+
+
+@router.delete("/", response_model=ConsentsRevoked)
+async def revoke_consents(
+    runtime: RuntimeDep,
+    principal: PrincipalDep,
+    login: LoginFilter = None,
+    client_id: ClientFilter = None,
+    consent_id: Annotated[str | None, Query(description="one record")] = None,
+) -> ConsentsRevoked:
+    """Revoke the records matching every filter given (at least one filter is required)."""
+    principal.require_admin("revoke OAuth consents")
+    if not (login or client_id or consent_id):
+        raise InvalidInput("name what to revoke: login, client_id and/or consent_id")
+    revoked = await runtime.oauth.consents.revoke(login=login, client_id=client_id, consent_id=consent_id)
+    return ConsentsRevoked(revoked=revoked)
