@@ -43,6 +43,14 @@ def _origin(uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def authorization_server_refusal(resource: str, issuer: str, reserved_hosts: frozenset[str]) -> str | None:
+    """Why `resource` (canonical) may not be a token audience: it is the authorization server itself."""
+    host = (urlsplit(resource).hostname or "").lower()
+    if host in reserved_hosts or (issuer and _origin(resource) == _origin(issuer)):
+        return f"{resource!r} is the authorization server itself, not a protected resource"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceCatalogue:
     proxies: tuple[ProtectedProxy, ...]
@@ -51,12 +59,9 @@ class ResourceCatalogue:
 
     def refuse_authorization_server(self, canonical: str) -> None:
         """invalid_target for a resource on the issuer's origin or on a host the system reserves."""
-        host = (urlsplit(canonical).hostname or "").lower()
-        if host in self.reserved_hosts or (self.issuer and _origin(canonical) == _origin(self.issuer)):
-            raise OAuthError(
-                "invalid_target",
-                f"{canonical!r} is the authorization server itself, not a protected resource",
-            )
+        refusal = authorization_server_refusal(canonical, self.issuer, self.reserved_hosts)
+        if refusal is not None:
+            raise OAuthError("invalid_target", refusal)
 
     @property
     def scopes_supported(self) -> list[str]:

@@ -85,6 +85,7 @@ class _Configured:
             signing_keys,
             server.state,
             Lifetimes(s.OAUTH_ACCESS_TOKEN_TTL_SECONDS, s.OAUTH_REFRESH_TOKEN_TTL_SECONDS),
+            reserved_hostnames(s),
         )
         self.authorization = AuthorizationEndpoint(
             AuthorizationSettings(

@@ -16,7 +16,10 @@ from typing import Any
 from shared.models import OAuthGrant, RefreshRecord
 from shared.secrets import token_sha256
 
+from .api_access import CLI_CLIENT_ID
+from .errors import OAuthError
 from .key_ring import SigningKeyRing
+from .resource_indicators import authorization_server_refusal
 from .state_store import OAuthState
 
 REFRESH_TOKEN_PREFIX = "mhr_"
@@ -29,15 +32,31 @@ class Lifetimes:
 
 
 class TokenIssuer:
-    def __init__(self, issuer: str, keys: SigningKeyRing, state: OAuthState, lifetimes: Lifetimes) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        keys: SigningKeyRing,
+        state: OAuthState,
+        lifetimes: Lifetimes,
+        reserved_hosts: frozenset[str] = frozenset(),
+    ) -> None:
         self._issuer = issuer
         self._keys = keys
         self._state = state
         self._lifetimes = lifetimes
+        self._reserved_hosts = reserved_hosts
 
     async def issue(
         self, grant: OAuthGrant, *, audiences: list[str], scope: str, with_refresh: bool
     ) -> dict[str, Any]:
+        # Every grant passes here: a token whose audience is the authorization server is a management
+        # credential, minted only for the built-in CLI client (api_access.py), whatever a stored code or grant
+        # says (one from before this check existed, say).
+        if grant.client_id != CLI_CLIENT_ID:
+            for audience in audiences:
+                refusal = authorization_server_refusal(audience, self._issuer, self._reserved_hosts)
+                if refusal is not None:
+                    raise OAuthError("invalid_target", refusal)
         now = int(time.time())
         jti = secrets.token_urlsafe(18)
         exp = now + self._lifetimes.access_seconds

@@ -132,8 +132,7 @@ class ProxyService:
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            if await reader.exists(store.proxies(), proxy.hostname):
-                raise Conflict(f"proxy {proxy.hostname!r} already exists")
+            # Whether the caller may claim the name at all comes first: 403 whether or not it exists.
             refusal = proxy_refusal(
                 principal,
                 await own_zones(reader, principal),
@@ -142,6 +141,8 @@ class ProxyService:
             )
             if refusal is not None:
                 raise Forbidden(refusal)
+            if await reader.exists(store.proxies(), proxy.hostname):
+                raise Conflict(f"proxy {proxy.hostname!r} already exists")
             write = ConfigWrite()
             write.put(store.proxies(), proxy.hostname, proxy)
             write.change("proxy", "created", proxy.hostname, proxy.owner)

@@ -11,15 +11,21 @@ issuer's origin as a resource, and a management-API token from any client but th
 
 from __future__ import annotations
 
+import secrets
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from control_plane.oauth.api_access import CLI_CLIENT_ID
+from control_plane.oauth.pkce import new_verifier, s256
+from control_plane.oauth.state_store import OAuthState
+from shared.models import AuthorizationCode, OAuthGrant, RefreshRecord, UserIdentity
+from shared.secrets import token_sha256
 from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer
 
 from .insider_tokens import active_signing_keys, management_token
-from .oauth_flow import Browser, authorize_url, query_of, register
+from .oauth_flow import REDIRECT_URI, Browser, LoginResult, authorize_url, query_of, redeem, refresh, register
 
 pytestmark = pytest.mark.auth
 
@@ -98,3 +104,42 @@ async def test_the_management_api_takes_oauth_tokens_only_from_the_cli_client(
     # The same login through the built-in CLI client (`mhp oauth login`) is the admin, as documented.
     cli = management_token(cp, signer, client_id=CLI_CLIENT_ID, login="alice")
     assert (await http.get("/api/v1/tokens/", headers=bearer(cli))).status_code == 200
+
+
+async def test_the_token_endpoint_never_mints_an_issuer_audience_for_another_client(
+    http: httpx.AsyncClient, cp: RunningControlPlane, redis_client: aioredis.Redis
+) -> None:
+    """A code and a refresh token bound to the issuer, as they could sit in Redis from before /authorize
+    refused such resources: redeeming either gets invalid_target, not a management credential."""
+    state = OAuthState(redis_client)
+    client = await register(http)
+    alice = UserIdentity(sub="github:1001", login="alice")
+    verifier = new_verifier()
+    code = secrets.token_urlsafe(32)
+    await state.put_code(
+        token_sha256(code),
+        AuthorizationCode(
+            client_id=client.client_id,
+            redirect_uri=REDIRECT_URI,
+            code_challenge=s256(verifier),
+            scope="mcp",
+            resources=[cp.url],
+            user=alice,
+        ),
+        60,
+    )
+    redeemed = await redeem(http, client, LoginResult(code, {}, verifier))
+    assert redeemed.status_code == 400, redeemed.text
+    assert redeemed.json()["error"] == "invalid_target"
+    assert "authorization server itself" in redeemed.json()["error_description"]
+
+    grant = OAuthGrant(
+        family_id="legacy", client_id=client.client_id, scope="mcp", resources=[cp.url], user=alice
+    )
+    await state.put_grant(grant, 600)
+    refresh_token = "mhr_" + secrets.token_urlsafe(32)
+    await state.put_refresh(
+        token_sha256(refresh_token), RefreshRecord(family_id="legacy", client_id=client.client_id), 600
+    )
+    refreshed = await refresh(http, client, refresh_token)
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_target", refreshed.text
