@@ -24,6 +24,7 @@ from ..oauth.metadata import issuer_path, well_known_paths
 from ..oauth.params import Params, parse_form, parse_query
 from ..oauth.registration import MAX_REGISTRATION_BYTES
 from ..oauth.server import OAuthServer
+from . import oauth_openapi
 from .deps import RuntimeDep
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -97,7 +98,12 @@ def build_router() -> APIRouter:
     async def jwks(runtime: RuntimeDep) -> JSONResponse:
         return JSONResponse(await _server(runtime).jwks(), headers={"Cache-Control": "public, max-age=300"})
 
-    @router.post("/register", status_code=201, summary="Dynamic client registration (RFC 7591)")
+    @router.post(
+        "/register",
+        status_code=201,
+        summary="Dynamic client registration (RFC 7591)",
+        openapi_extra=oauth_openapi.REGISTRATION,
+    )
     async def register(request: Request, runtime: RuntimeDep) -> JSONResponse:
         view = await _server(runtime).registrations.register(await _json(request))
         return JSONResponse(view, status_code=201, headers=NO_STORE)
@@ -107,7 +113,11 @@ def build_router() -> APIRouter:
         view = await _server(runtime).registrations.read(client_id, request.headers.get("authorization"))
         return JSONResponse(view, headers=NO_STORE)
 
-    @router.put("/register/{client_id}", summary="Replace a registration (RFC 7592)")
+    @router.put(
+        "/register/{client_id}",
+        summary="Replace a registration (RFC 7592)",
+        openapi_extra=oauth_openapi.REGISTRATION,
+    )
     async def update_registration(client_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
         view = await _server(runtime).registrations.update(
             client_id, request.headers.get("authorization"), await _json(request)
@@ -119,17 +129,29 @@ def build_router() -> APIRouter:
         await _server(runtime).registrations.delete(client_id, request.headers.get("authorization"))
         return Response(status_code=204)
 
-    @router.get("/authorize", summary="Authorization endpoint (code + PKCE S256)")
+    @router.get(
+        "/authorize",
+        summary="Authorization endpoint (code + PKCE S256)",
+        openapi_extra=oauth_openapi.AUTHORIZE,
+    )
     async def authorize(request: Request, runtime: RuntimeDep) -> Response:
         params = await _browser_params(request, "Invalid request")
         return _respond(await _server(runtime).ready.authorization.authorize(params, dict(request.cookies)))
 
-    @router.post("/authorize/consent", summary="Consent decision (form post from our consent page)")
+    @router.post(
+        "/authorize/consent",
+        summary="Consent decision (form post from our consent page)",
+        openapi_extra=oauth_openapi.CONSENT,
+    )
     async def consent(request: Request, runtime: RuntimeDep) -> Response:
         form = await _browser_params(request, "Invalid request")
         return _respond(await _server(runtime).ready.authorization.consent(form, dict(request.cookies)))
 
-    @router.get("/callback", summary="Return from the upstream identity provider (GitHub)")
+    @router.get(
+        "/callback",
+        summary="Return from the upstream identity provider (GitHub)",
+        openapi_extra=oauth_openapi.CALLBACK,
+    )
     async def callback(request: Request, runtime: RuntimeDep) -> Response:
         params = await _browser_params(request, "Invalid sign-in response")
         return _respond(await _server(runtime).ready.authorization.callback(params, dict(request.cookies)))
@@ -138,17 +160,23 @@ def build_router() -> APIRouter:
     async def consents(request: Request, runtime: RuntimeDep) -> Response:
         return _respond(await _server(runtime).ready.consents_page.show(dict(request.cookies)))
 
-    @router.post("/consents/revoke", summary="Revoke one of the signed-in user's consents (form post)")
+    @router.post(
+        "/consents/revoke",
+        summary="Revoke one of the signed-in user's consents (form post)",
+        openapi_extra=oauth_openapi.CONSENT_REVOKE,
+    )
     async def revoke_consent(request: Request, runtime: RuntimeDep) -> Response:
         form = await _browser_params(request, "Invalid request")
         return _respond(await _server(runtime).ready.consents_page.revoke(form, dict(request.cookies)))
 
-    @router.post("/token", summary="Token endpoint")
+    @router.post("/token", summary="Token endpoint", openapi_extra=oauth_openapi.TOKEN)
     async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
         server, params, client = await _client_request(request, runtime)
         return JSONResponse(await server.ready.tokens.handle(client, params), headers=NO_STORE)
 
-    @router.post("/introspect", summary="Token introspection (RFC 7662)")
+    @router.post(
+        "/introspect", summary="Token introspection (RFC 7662)", openapi_extra=oauth_openapi.INTROSPECT
+    )
     async def introspect(request: Request, runtime: RuntimeDep) -> JSONResponse:
         server = _server(runtime)
         ready = server.ready
@@ -161,18 +189,22 @@ def build_router() -> APIRouter:
             caller = (await server.client_of(params, authorization or None)).client_id
         return JSONResponse(await ready.status.introspect(params, caller), headers=NO_STORE)
 
-    @router.post("/revoke", summary="Token revocation (RFC 7009)")
+    @router.post("/revoke", summary="Token revocation (RFC 7009)", openapi_extra=oauth_openapi.REVOKE)
     async def revoke(request: Request, runtime: RuntimeDep) -> JSONResponse:
         server, params, client = await _client_request(request, runtime)
         await server.ready.status.revoke(client, params)
         return JSONResponse({}, headers=NO_STORE)
 
-    @router.post("/device/code", summary="Start a device login (RFC 8628; GitHub only, not OIDC)")
+    @router.post(
+        "/device/code",
+        summary="Start a device login (RFC 8628; GitHub only, not OIDC)",
+        openapi_extra=oauth_openapi.DEVICE_CODE,
+    )
     async def device_code(request: Request, runtime: RuntimeDep) -> JSONResponse:
         server, params, client = await _client_request(request, runtime)
         return JSONResponse(await server.ready.device.start(client, params), headers=NO_STORE)
 
-    @router.post("/device/token", summary="Poll a device login")
+    @router.post("/device/token", summary="Poll a device login", openapi_extra=oauth_openapi.DEVICE_TOKEN)
     async def device_token(request: Request, runtime: RuntimeDep) -> JSONResponse:
         server, params, client = await _client_request(request, runtime)
         return JSONResponse(await server.ready.device.token(client, params), headers=NO_STORE)
