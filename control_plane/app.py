@@ -20,6 +20,7 @@ from .api import (
     certificates,
     error_handlers,
     health,
+    index,
     oauth,
     oauth_clients,
     oauth_consents,
@@ -32,6 +33,7 @@ from .edge.body_limit import BodyLimit
 from .edge.rate_limit import RateLimit
 from .oauth.metadata import issuer_path
 from .runtime import Runtime
+from .web import api_docs
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,9 +60,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Management API: API tokens, proxy targets and routes. All state lives in Redis.",
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets by web/api_docs.py (no CDN)
+        redoc_url=None,
     )
     error_handlers.install(app)
+    api_docs.install(app)
     app.include_router(health.router)
+    app.include_router(index.router)
     app.include_router(tokens.router)
     app.include_router(proxies.router)
     app.include_router(routes.router)
