@@ -73,6 +73,18 @@ fmt: bootstrap
     "{{ python }}" -m ruff format .
     "{{ python }}" -m ruff check --fix .
 
+# Every test with pytest's verbose output (each test's name and outcome, the reason of every skip)
+test-verbose *args: bootstrap
+    "{{ python }}" -m pytest -vv -rA "$@"
+
+# The `mhp` CLI from .venv (`just mhp proxy list`); or put .venv/bin on PATH and call `mhp` directly
+mhp *args: bootstrap
+    "{{ justfile_directory() }}/.venv/bin/mhp" "$@"
+
+# Interactive Python with `settings`, a `redis` client, `keys` and the `api` client loaded
+shell *args: bootstrap
+    "{{ python }}" -m deploy.local.shell "$@"
+
 # redis-cli on the configured (or embedded) Redis, password from the env file
 redis-cli *args: bootstrap
     exec "{{ python }}" -m deploy.local.redis_cli "$@"

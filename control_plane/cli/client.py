@@ -1,7 +1,7 @@
 """Where the CLI finds the API and how it talks to it.
 
 Resolution order for the URL: --url, MHP_API_URL in the environment, MHP_API_URL in the env file, then
-http://127.0.0.1:$API_PORT (settings). For the token: --token, MHP_TOKEN (environment, then env file), then
+http://127.0.0.1:$API_PORT (settings); `host:port` without a scheme means http. For the token: --token, MHP_TOKEN (environment, then env file), then
 ADMIN_TOKEN (settings, which reads the env file). API errors become `ApiError` with one readable line.
 """
 
@@ -54,7 +54,12 @@ def resolve_endpoint(url: str | None, token: str | None) -> Endpoint:
         settings = load_settings()
         resolved_url = resolved_url or f"http://127.0.0.1:{settings.API_PORT}"
         resolved_token = resolved_token or settings.ADMIN_TOKEN
-    return Endpoint(url=resolved_url.rstrip("/"), token=resolved_token)
+    return Endpoint(url=with_scheme(resolved_url).rstrip("/"), token=resolved_token)
+
+
+def with_scheme(url: str) -> str:
+    """`127.0.0.1:9000` (the form --help shows) means http://127.0.0.1:9000; a URL with a scheme is kept."""
+    return url if "://" in url else f"http://{url}"
 
 
 def error_message(response: httpx.Response) -> str:

@@ -204,6 +204,9 @@ def test_cli_auth_and_connection_errors(cp: RunningControlPlane, tmp_path: Path)
     dead = f"http://127.0.0.1:{free_port()}"
     line = fails(run(cp, "tokens", "list", env_overrides={"MHP_API_URL": dead}), code=3)
     assert "cannot reach the control plane" in line
+    # `--url host:port` (the form --help shows) means http://host:port.
+    bare = cp.url.removeprefix("http://")
+    assert json.loads(ok(run(cp, "--url", bare, "tokens", "list", "--json"))) == []
 
     # With no MHP_* variables the CLI falls back to the env file's API_PORT and ADMIN_TOKEN.
     env_file = tmp_path / "test.env"
