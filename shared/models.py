@@ -11,7 +11,7 @@ import re
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shared.hostnames import normalise_hostname
 from shared.route_pattern import InvalidRoutePattern, compile_route_pattern
@@ -119,15 +119,17 @@ class ProxyTarget(Stored):
 class Route(Stored):
     """A path/method rule that sends matching requests to a target, ordered by priority (higher first)."""
 
+    # Field order matters to the validators below: each may read the fields declared before it, so every
+    # error names the field it is about (a 422 says `path_pattern`, not the whole body).
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-    path_pattern: Annotated[str, Field(min_length=1, max_length=2048)]
     match: Literal["prefix", "regex"] = "prefix"
+    path_pattern: Annotated[str, Field(min_length=1, max_length=2048)]
     methods: list[str] = Field(default_factory=list)
     priority: int = Field(default=500, ge=0, le=999)
     target_url: str | None = None
-    target_proxy: str | None = None
+    target_proxy: str | None = Field(default=None, validate_default=True)
     scope: Literal["global", "proxies"] = "global"
-    proxy_hostnames: list[str] = Field(default_factory=list)
+    proxy_hostnames: list[str] = Field(default_factory=list, validate_default=True)
     enabled: bool = True
     description: str = ""
     owner: str = ADMIN_OWNER
@@ -150,27 +152,32 @@ class Route(Stored):
     def _target(cls, value: str | None) -> str | None:
         return None if value is None else validate_upstream_url(value)
 
+    @field_validator("path_pattern")
+    @classmethod
+    def _pattern(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("match") == "regex":
+            try:
+                compile_route_pattern(value)
+            except InvalidRoutePattern as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        elif not value.startswith("/"):
+            raise ValueError("a prefix path_pattern must start with '/'")
+        return value
+
+    @field_validator("target_proxy")
+    @classmethod
+    def _one_target(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A target_url that failed its own validation is not in info.data; its error is reported already.
+        if "target_url" in info.data and (info.data["target_url"] is None) == (value is None):
+            raise ValueError("exactly one of target_url and target_proxy must be set")
+        return None if value is None else normalise_hostname(value, allow_wildcard=False)
+
     @field_validator("proxy_hostnames")
     @classmethod
-    def _hosts(cls, value: list[str]) -> list[str]:
-        return [normalise_hostname(h, allow_wildcard=True) for h in value]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Route:
-        if self.match == "regex":
-            try:
-                compile_route_pattern(self.path_pattern)
-            except InvalidRoutePattern as exc:
-                raise ValueError(f"path_pattern is not a valid regular expression: {exc}") from exc
-        elif not self.path_pattern.startswith("/"):
-            raise ValueError("a prefix path_pattern must start with '/'")
-        if (self.target_url is None) == (self.target_proxy is None):
-            raise ValueError("exactly one of target_url and target_proxy must be set")
-        if self.target_proxy is not None:
-            self.target_proxy = normalise_hostname(self.target_proxy, allow_wildcard=False)
-        if self.scope == "proxies" and not self.proxy_hostnames:
+    def _hosts(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("scope") == "proxies" and not value:
             raise ValueError("scope 'proxies' needs at least one entry in proxy_hostnames")
-        return self
+        return [normalise_hostname(h, allow_wildcard=True) for h in value]
 
 
 def validate_upstream_url(value: str) -> str:

@@ -1,8 +1,9 @@
 """Where the CLI finds the API and how it talks to it.
 
 Resolution order for the URL: --url, MHP_API_URL in the environment, MHP_API_URL in the env file, then
-http://127.0.0.1:$API_PORT (settings); `host:port` without a scheme means http. For the token: --token, MHP_TOKEN (environment, then env file), then
-ADMIN_TOKEN (settings, which reads the env file). API errors become `ApiError` with one readable line.
+http://127.0.0.1:$API_PORT (settings); `host:port` without a scheme means http. For the token: --token,
+MHP_TOKEN (environment, then env file), then ADMIN_TOKEN (settings, which reads the env file). API errors
+become `ApiError` with one readable line.
 """
 
 from __future__ import annotations

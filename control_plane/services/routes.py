@@ -6,8 +6,8 @@ way the data plane evaluates routes: priority descending, then id ascending.
 Ownership rules beyond "see and change only your own":
 - a route's `target_proxy` must exist (422 otherwise) and, for ordinary tokens, be their own (403);
 - ordinary tokens may not create `scope: global` routes (they would apply to every proxy, including other
-  owners'); they scope routes to proxies they own, which must exist (422) and be theirs (403).
-The admin may scope routes to hostnames that do not exist yet; such routes never match until they do.
+  owners'); they scope routes to proxies they own, which must exist (422) and be theirs (403);
+- the admin, too, names only proxies that exist (422): a typo would otherwise be a route that never matches.
 """
 
 from __future__ import annotations
@@ -85,9 +85,7 @@ async def _check_references(reader: Reader, principal: Principal, route: Route) 
                 ],
             )
         principal.require_access("proxy", route.target_proxy, proxy.owner)
-    if principal.is_admin:
-        return
-    if route.scope == "global":
+    if route.scope == "global" and not principal.is_admin:
         raise Forbidden(
             "only the admin token may create global routes; use scope 'proxies' with your own proxies"
         )
