@@ -309,6 +309,10 @@ def test_just_up_serves_and_ctrl_c_leaves_no_process(up_run: UpRun) -> None:
     assert up_run.process.returncode in (0, 130), up_run.output_text()[-3000:]
     assert "SIGINT: stopping everything" in up_run.output_text()
     assert " exited (" not in up_run.output_text(), up_run.output_text()[-3000:]
+    # A stop we asked for is reported as one, not as a kill.
+    for name in ("control-plane", "data-plane", "redis"):
+        assert f"stopped {name} (stopped cleanly)" in up_run.output_text(), up_run.output_text()[-3000:]
+    assert "killed by SIGTERM" not in up_run.output_text()
     assert not up_run.pids_file.exists()
     assert up_run.env_file.read_bytes() == env_before, "`just up` must never rewrite an existing env file"
 

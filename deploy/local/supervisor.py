@@ -105,6 +105,13 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
+def describe_stop(returncode: int | None, *, killed: bool) -> str:
+    """How a child we asked to stop ended: exiting (0) or dying of our SIGTERM is a clean stop."""
+    if not killed and returncode in (0, -signal.SIGTERM):
+        return "stopped cleanly"
+    return describe_exit(returncode)
+
+
 def display_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
@@ -268,6 +275,7 @@ class Supervisor:
                     await child.pump
 
     async def _stop(self, child: Child) -> None:
+        killed = False
         if child.process.returncode is None:
             _signal_group(child.pid, signal.SIGKILL if self.force_kill.is_set() else signal.SIGTERM)
             exited = asyncio.create_task(child.process.wait())
@@ -284,10 +292,12 @@ class Supervisor:
                 )
                 self.sink.line("supervisor", f"killing {child.spec.name} ({reason})")
                 _signal_group(child.pid, signal.SIGKILL)
+                killed = True
                 await exited
         # Anything the child left behind in its group (workers, shells) is an orphan now.
         _signal_group(child.pid, signal.SIGKILL)
-        self.sink.line("supervisor", f"stopped {child.spec.name} ({describe_exit(child.process.returncode)})")
+        how = describe_stop(child.process.returncode, killed=killed)
+        self.sink.line("supervisor", f"stopped {child.spec.name} ({how})")
 
     # --- waiting
     async def wait_redis(self, redis_child: Child | None) -> None:
