@@ -51,6 +51,7 @@ LATENCY_BUCKETS_SECONDS: Final = (
 )
 
 ReloadResult = Literal["success", "failure"]
+ApplyMode = Literal["changes", "full"]
 TlsHandshakeResult = Literal[
     "ok", "plain_http", "not_tls", "timeout", "closed", "tls_error", "overloaded", "proxy_header"
 ]
@@ -128,6 +129,15 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.reloads_total.labels(result=result)  # export both series at 0 so alerts can rate() them
+        self.config_applies_total = Counter(
+            "mhp_config_applies",
+            "Config versions applied, by how: `changes` (only what the changes stream named was re-read) or "
+            "`full` (everything re-read: first load, reconnect, or a gap in the stream).",
+            ["mode"],
+            registry=self.registry,
+        )
+        for mode in get_args(ApplyMode):
+            self.config_applies_total.labels(mode=mode)
         self.acme_challenges_answered_total = Counter(
             "mhp_acme_challenges_answered",
             "ACME HTTP-01 challenge requests answered with a key authorisation by this process.",
@@ -153,6 +163,9 @@ class Metrics:
 
     def count_reload(self, result: ReloadResult) -> None:
         self.reloads_total.labels(result=result).inc()
+
+    def count_apply(self, mode: ApplyMode) -> None:
+        self.config_applies_total.labels(mode=mode).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its Content-Type, for the internal listener's /metrics."""

@@ -28,7 +28,7 @@ from data_plane.limits import Limits
 from data_plane.metrics import Metrics
 from data_plane.request_log import RequestLog
 from data_plane.runtime import Runtime
-from data_plane.sync.config_sync import ConfigSync, reload
+from data_plane.sync.config_sync import ConfigSync
 from data_plane.tls.cert_store import CertificateStore
 from data_plane.tls.fallback import fallback_common_name
 from shared.config import Settings
@@ -71,8 +71,9 @@ async def serve(
 
     server_context = await _start_certificates(runtime)
     # The first load happens before listening so a healthy Redis means no request sees an empty table.
+    sync = ConfigSync(runtime)
     try:
-        await reload(runtime)
+        await sync.loader.reload()
         runtime.redis_connected = True
     except Exception as exc:
         log.warning("initial route table load failed (%s); starting empty and retrying", exc)
@@ -116,7 +117,7 @@ async def serve(
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
     tasks = [
-        loop.create_task(ConfigSync(runtime).run(), name="config-sync"),
+        loop.create_task(sync.run(), name="config-sync"),
         loop.create_task(runtime.request_log.run(), name="request-log"),
     ]
     log.info(

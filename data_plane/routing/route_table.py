@@ -14,7 +14,7 @@ target. Routes match the normalised request path (protocol.request_target): a pr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -156,56 +156,156 @@ def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRou
     )
 
 
-def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[Route]) -> RouteTable:
-    """Compile validated models into a table. Rows that cannot compile are skipped and logged."""
-    by_host = {p.hostname: p for p in proxies}
-    compiled: list[tuple[Route, CompiledRoute]] = []
-    for route in routes:
+def _proxy_entry(proxy: ProxyTarget, routes: tuple[CompiledRoute, ...]) -> ProxyEntry:
+    upstream = parse_upstream(proxy.target_url, restricted=proxy.owner != ADMIN_OWNER)
+    return ProxyEntry(
+        hostname=proxy.hostname,
+        enabled=proxy.enabled,
+        enable_http=proxy.enable_http,
+        enable_https=proxy.enable_https,
+        redirect_http=proxy.redirect_http_to_https,
+        hsts_header=b"max-age=%d" % proxy.hsts_max_age_seconds if proxy.hsts_max_age_seconds else b"",
+        upstream=upstream,
+        preserve_host_header=proxy.preserve_host_header,
+        verify_upstream_tls=proxy.verify_upstream_tls,
+        upstream_ca_bundle_pem=proxy.upstream_ca_bundle_pem,
+        request_headers_set=_header_pairs(proxy.request_headers_set),
+        request_headers_remove=frozenset(h.lower().encode("ascii") for h in proxy.request_headers_remove),
+        response_headers_set=_header_pairs(proxy.response_headers_set),
+        response_headers_remove=frozenset(h.lower().encode("ascii") for h in proxy.response_headers_remove),
+        connect_timeout_seconds=proxy.connect_timeout_seconds,
+        read_timeout_seconds=proxy.read_timeout_seconds,
+        max_request_body_bytes=proxy.max_request_body_bytes,
+        allow_encoded_slashes=proxy.allow_encoded_slashes,
+        routes=routes,
+    )
+
+
+def _evaluation_order(route: CompiledRoute) -> tuple[int, str]:
+    return (-route.priority, route.id)
+
+
+class TableBuilder:
+    """The models behind the current table, indexed so that a change rebuilds only what it touches.
+
+    Routes are indexed by scope (global, or the hostnames they name) and by the proxy they target, so a
+    proxy's entry is built from its own candidates (global + scoped to it) instead of a scan of every route,
+    and a change finds the entries it affects: a changed proxy, the proxies a changed route is scoped to
+    (before and after the change; all of them for a global route), and the proxies whose routes target a
+    changed proxy. `apply` returns a new RouteTable (new dicts, shared unchanged entries), so the caller's
+    swap stays atomic and the previous table is untouched. Not thread-safe; one builder per sync loop.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._proxies: dict[str, ProxyTarget] = {}
+        self._routes: dict[str, Route] = {}
+        self._compiled: dict[str, CompiledRoute] = {}  # route id -> compiled (absent: skipped)
+        self._global: set[str] = set()
+        self._scoped: dict[str, set[str]] = {}  # hostname -> ids of routes scoped to it
+        self._targeting: dict[str, set[str]] = {}  # proxy hostname -> ids of routes with target_proxy = it
+        self._exact: dict[str, ProxyEntry] = {}
+        self._wildcards: dict[str, ProxyEntry] = {}
+
+    def replace_all(
+        self, version: int, proxies: Iterable[ProxyTarget], routes: Iterable[Route]
+    ) -> RouteTable:
+        self._reset()
+        return self.apply(version, {p.hostname: p for p in proxies}, {r.id: r for r in routes})
+
+    def apply(
+        self,
+        version: int,
+        proxies: Mapping[str, ProxyTarget | None],
+        routes: Mapping[str, Route | None],
+    ) -> RouteTable:
+        """Apply changed objects (None = deleted) and return the table for `version`."""
+        affected: set[str] = set()
+        everything = False
+        for hostname, proxy in proxies.items():
+            if proxy is None:
+                self._proxies.pop(hostname, None)
+            else:
+                self._proxies[hostname] = proxy
+            affected.add(hostname)
+        recompile = set(routes)
+        for hostname in proxies:  # routes borrowing a changed proxy's target
+            recompile |= self._targeting.get(hostname, set())
+        for route_id in recompile:
+            old = self._routes.get(route_id)
+            new = routes[route_id] if route_id in routes else old
+            if old is not None:
+                self._unindex(old)
+                everything |= old.scope == "global"
+                affected.update(old.proxy_hostnames)
+            if new is None:
+                self._routes.pop(route_id, None)
+                self._compiled.pop(route_id, None)
+                continue
+            self._routes[route_id] = new
+            self._index(new)
+            everything |= new.scope == "global"
+            affected.update(new.proxy_hostnames)
+            compiled = self._compile(new)
+            if compiled is None:
+                self._compiled.pop(route_id, None)
+            else:
+                self._compiled[route_id] = compiled
+        # Deleted proxies are in `affected` (their entries go), live ones too when a global route changed.
+        for hostname in affected.union(self._proxies) if everything else affected:
+            self._rebuild(hostname)
+        return RouteTable(version=version, exact=dict(self._exact), wildcards=dict(self._wildcards))
+
+    # ---- internals
+
+    def _index(self, route: Route) -> None:
+        if route.scope == "global":
+            self._global.add(route.id)
+        else:
+            for hostname in route.proxy_hostnames:
+                self._scoped.setdefault(hostname, set()).add(route.id)
+        if route.target_proxy is not None:
+            self._targeting.setdefault(route.target_proxy, set()).add(route.id)
+
+    def _unindex(self, route: Route) -> None:
+        self._global.discard(route.id)
+        for hostname in route.proxy_hostnames:
+            self._scoped.get(hostname, set()).discard(route.id)
+        if route.target_proxy is not None:
+            self._targeting.get(route.target_proxy, set()).discard(route.id)
+
+    def _compile(self, route: Route) -> CompiledRoute | None:
         try:
-            compiled_route = _compile_route(route, by_host)
+            return _compile_route(route, self._proxies)
         except (InvalidTarget, InvalidRoutePattern) as exc:
             log.warning("route %s skipped: %s", route.id, exc)
-            continue
-        if compiled_route is not None:
-            compiled.append((route, compiled_route))
-    compiled.sort(key=lambda pair: (-pair[1].priority, pair[1].id))
+            return None
 
-    exact: dict[str, ProxyEntry] = {}
-    wildcards: dict[str, ProxyEntry] = {}
-    for proxy in by_host.values():
-        try:
-            upstream = parse_upstream(proxy.target_url, restricted=proxy.owner != ADMIN_OWNER)
-        except InvalidTarget as exc:
-            log.warning("proxy %s skipped: %s", proxy.hostname, exc)
-            continue
-        entry = ProxyEntry(
-            hostname=proxy.hostname,
-            enabled=proxy.enabled,
-            enable_http=proxy.enable_http,
-            enable_https=proxy.enable_https,
-            redirect_http=proxy.redirect_http_to_https,
-            hsts_header=b"max-age=%d" % proxy.hsts_max_age_seconds if proxy.hsts_max_age_seconds else b"",
-            upstream=upstream,
-            preserve_host_header=proxy.preserve_host_header,
-            verify_upstream_tls=proxy.verify_upstream_tls,
-            upstream_ca_bundle_pem=proxy.upstream_ca_bundle_pem,
-            request_headers_set=_header_pairs(proxy.request_headers_set),
-            request_headers_remove=frozenset(h.lower().encode("ascii") for h in proxy.request_headers_remove),
-            response_headers_set=_header_pairs(proxy.response_headers_set),
-            response_headers_remove=frozenset(
-                h.lower().encode("ascii") for h in proxy.response_headers_remove
-            ),
-            connect_timeout_seconds=proxy.connect_timeout_seconds,
-            read_timeout_seconds=proxy.read_timeout_seconds,
-            max_request_body_bytes=proxy.max_request_body_bytes,
-            allow_encoded_slashes=proxy.allow_encoded_slashes,
-            routes=tuple(c for r, c in compiled if _route_applies(r, proxy)),
+    def _rebuild(self, hostname: str) -> None:
+        wildcard = hostname.startswith("*.")
+        entries = self._wildcards if wildcard else self._exact
+        key = hostname[2:] if wildcard else hostname
+        proxy = self._proxies.get(hostname)
+        if proxy is None:
+            entries.pop(key, None)
+            return
+        candidates = (self._compiled.get(i) for i in self._global | self._scoped.get(hostname, set()))
+        applicable = sorted(
+            (c for c in candidates if c is not None and _route_applies(self._routes[c.id], proxy)),
+            key=_evaluation_order,
         )
-        if proxy.hostname.startswith("*."):
-            wildcards[proxy.hostname[2:]] = entry
-        else:
-            exact[proxy.hostname] = entry
-    return RouteTable(version=version, exact=exact, wildcards=wildcards)
+        try:
+            entries[key] = _proxy_entry(proxy, tuple(applicable))
+        except InvalidTarget as exc:
+            log.warning("proxy %s skipped: %s", hostname, exc)
+            entries.pop(key, None)
+
+
+def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[Route]) -> RouteTable:
+    """Compile validated models into a table. Rows that cannot compile are skipped and logged."""
+    return TableBuilder().replace_all(version, proxies, routes)
 
 
 def normalise_host(raw: bytes) -> str:

@@ -1,6 +1,12 @@
-"""Keep the runtime's route table in step with Redis: pub/sub wake-ups, reload on (re)connect, reconcile.
+"""Keep the runtime's route table in step with Redis: pub/sub wake-ups, changes applied piecewise, reload on
+(re)connect, reconcile.
 
-Pub/sub is only a hint (at-most-once): a message naming a version newer than the table's triggers a reload;
+A change is applied from the changes stream: the entries after the last one applied name the objects to
+re-read, and only those are re-read and recompiled (ConfigLoader.refresh; data_plane.sync.changes,
+snapshot.read_changes, routing TableBuilder, auth AuthBuilder), so a change costs the same with ten proxies
+or ten thousand. Anything the stream cannot vouch for (a gap, an unknown kind, a first load, a failed
+piecewise build) falls back to reading everything (ConfigLoader.reload).
+Pub/sub is only a hint (at-most-once): a message naming a version newer than the table's triggers a refresh;
 the table is also reloaded after every (re)subscribe, since messages may have been missed, and compared
 against the stored version every RECONCILE_INTERVAL_SECONDS. While Redis is unreachable the last good table
 keeps serving and the loop reconnects with capped exponential backoff. A table that fails to build never
@@ -8,8 +14,8 @@ replaces the old one.
 
 Protection state that is not versioned config rides on the same connection: revoked access-token ids arrive
 on the revocations channel ("<jti> <exp>") and are applied at once (the 1 s revocation bound), and the
-revoked set and the JWKS are re-read every REVOCATION_RECONCILE_SECONDS, so a missed message or a key
-rotation (which does not bump the config version) converges without a config change."""
+revoked set and the JWKS are re-read every REVOCATION_RECONCILE_SECONDS, so a missed message converges
+without a config change."""
 
 from __future__ import annotations
 
@@ -19,9 +25,13 @@ import time
 
 from redis.exceptions import RedisError
 
+from data_plane.auth.auth_table import AuthBuilder
+from data_plane.routing.route_table import TableBuilder
 from data_plane.runtime import Runtime
-from data_plane.sync.snapshot import load_snapshot, read_revocation_state, read_version
+from data_plane.sync.changes import collect
+from data_plane.sync.snapshot import parse_rows, read_all, read_changes, read_revocation_state, read_version
 from shared import keys
+from shared.models import ProxyTarget, Route
 
 log = logging.getLogger(__name__)
 
@@ -31,52 +41,147 @@ BACKOFF_MAX_SECONDS = 5.0
 # Redis client (observed while it was connecting).
 LISTEN_POLL_SECONDS = 1.0
 REVOCATION_RECONCILE_SECONDS = 5.0
+# Reads of a piecewise refresh before it gives up and reloads everything (writes keep arriving).
+MAX_CHANGE_READS = 5
 
 
-async def reload(runtime: Runtime) -> bool:
-    """Load and swap in a fresh table; False (old table kept) when Redis fails or the table cannot build."""
-    try:
-        snapshot = await load_snapshot(runtime.redis)
-    except (RedisError, OSError):
-        runtime.metrics.count_reload("failure")
-        raise
-    except Exception:
-        log.exception("route table failed to build; keeping version %d", runtime.table.version)
-        runtime.metrics.count_reload("failure")
-        return False
-    table = snapshot.table
-    if runtime.certificates is not None:
-        # Certificate writes bump the config version too; a failed refresh keeps the last good table. It runs
-        # before the swap so that once a version is served (and reported by /health) its certificates are
-        # too: HTTP->HTTPS redirects follow the certificate table, and must not lag the route table.
-        await runtime.certificates.refresh()
-    runtime.swap(table, snapshot.auth, snapshot.jwks_raw)
-    runtime.revoked = snapshot.revoked
-    runtime.metrics.count_reload("success")
-    log.info(
-        "route table version %d loaded: %d proxies, %d protected, %d signing keys",
-        table.version,
-        len(table),
-        len(snapshot.auth.policies),
-        len(snapshot.auth.keys.keys),
-    )
-    return True
+class ConfigLoader:
+    """The builders behind the runtime's tables and the changes-stream cursor they are current to."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._tables = TableBuilder()
+        self._auth = AuthBuilder()
+        self._cursor: str | None = None  # None: no full load yet, the next refresh reloads everything
+
+    async def reload(self) -> bool:
+        """Read everything and swap in fresh tables; False (old tables kept) when they cannot build."""
+        runtime = self._runtime
+        try:
+            snapshot = await read_all(runtime.redis)
+        except (RedisError, OSError):
+            runtime.metrics.count_reload("failure")
+            raise
+        try:
+            proxies = parse_rows(ProxyTarget, snapshot.proxies, "proxy")
+            routes = parse_rows(Route, snapshot.routes, "route")
+            table = self._tables.replace_all(
+                snapshot.version,
+                (p for p in proxies.values() if p is not None),
+                (r for r in routes.values() if r is not None),
+            )
+            auth = self._auth.replace_all(snapshot.auth, snapshot.resources, snapshot.jwks)
+        except Exception:
+            log.exception("route table failed to build; keeping version %d", runtime.table.version)
+            runtime.metrics.count_reload("failure")
+            self._cursor = None
+            return False
+        for reason in auth.skipped:
+            log.warning("auth config skipped: %s", reason)
+        if runtime.certificates is not None:
+            # Certificate writes bump the config version too; a failed refresh keeps the last good table. It
+            # runs before the swap so that once a version is served (and reported by /health) its
+            # certificates are too: HTTP->HTTPS redirects follow the certificate table.
+            await runtime.certificates.refresh()
+        runtime.swap(table, auth, snapshot.jwks)
+        runtime.revoked = snapshot.revoked
+        self._cursor = snapshot.cursor
+        runtime.metrics.count_reload("success")
+        runtime.metrics.count_apply("full")
+        log.info(
+            "route table version %d loaded: %d proxies, %d protected, %d signing keys",
+            table.version,
+            len(table),
+            len(auth.policies),
+            len(auth.keys.keys),
+        )
+        return True
+
+    async def refresh(self) -> bool:
+        """Bring the tables to the stored version: piecewise from the changes stream when it can vouch for
+        every change since the last one applied, else by reloading everything."""
+        if self._cursor is None:
+            return await self.reload()
+        runtime = self._runtime
+        try:
+            applied = await self._apply_changes(self._cursor)
+        except (RedisError, OSError):
+            runtime.metrics.count_reload("failure")
+            raise
+        except Exception:
+            log.exception("applying changes failed; reloading everything")
+            applied = False
+        return True if applied else await self.reload()
+
+    async def _apply_changes(self, cursor: str) -> bool:
+        runtime = self._runtime
+        version = runtime.table.version
+        proxies: dict[str, str | None] = {}
+        routes: dict[str, str | None] = {}
+        auth: dict[str, str | None] = {}
+        resources: dict[str, str | None] = {}
+        wanted: tuple[frozenset[str], ...] = (frozenset(), frozenset(), frozenset())
+        certificates = False
+        for _ in range(MAX_CHANGE_READS):
+            read = await read_changes(
+                runtime.redis, cursor, proxies=wanted[0], routes=wanted[1], auth=wanted[2]
+            )
+            proxies.update(read.proxies)
+            routes.update(read.routes)
+            auth.update(read.auth)
+            resources.update(read.resources)
+            if not read.entries:
+                # Nothing happened since the rows were read: they are the state of `version`, unless the
+                # version moved without an event (a gap only a full reload can close).
+                if read.version != version:
+                    return False
+                break
+            changes = collect(read.entries, after_version=version)
+            if changes is None or changes.last_version != read.version:
+                return False
+            certificates |= changes.certificates
+            cursor, version, wanted = changes.last_id, changes.last_version, changes.names
+        else:
+            return False
+        if version == runtime.table.version:
+            return True  # a wake-up for a version already applied
+        table = self._tables.apply(
+            version, parse_rows(ProxyTarget, proxies, "proxy"), parse_rows(Route, routes, "route")
+        )
+        tables = self._auth.apply(auth, resources, read.jwks)
+        for reason in tables.skipped:
+            log.warning("auth config skipped: %s", reason)
+        if certificates and runtime.certificates is not None:
+            await runtime.certificates.refresh()
+        runtime.swap(table, tables, read.jwks)
+        self._cursor = cursor
+        runtime.metrics.count_reload("success")
+        runtime.metrics.count_apply("changes")
+        log.debug(
+            "config version %d applied: %d proxies, %d routes, %d auth rows re-read",
+            version,
+            len(proxies),
+            len(routes),
+            len(auth),
+        )
+        return True
 
 
-async def refresh_revocation_state(runtime: Runtime) -> None:
-    """Re-read the revoked set and the JWKS; a changed JWKS reloads everything (keys are built with the
-    auth table)."""
+async def refresh_revocation_state(runtime: Runtime, loader: ConfigLoader) -> None:
+    """Re-read the revoked set and the JWKS; a changed JWKS (written without an event by a control plane
+    that predates the key ring's change events) brings the tables up to date too."""
     jwks_raw, revoked = await read_revocation_state(runtime.redis)
     runtime.revoked = revoked
     if jwks_raw != runtime.jwks_raw:
         log.info("signing keys changed; reloading")
-        await reload(runtime)
+        await loader.reload()
 
 
 class ConfigSync:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._reconcile_seconds = runtime.settings.RECONCILE_INTERVAL_SECONDS
+        self.loader = ConfigLoader(runtime)
 
     async def run(self) -> None:
         runtime = self._runtime
@@ -85,7 +190,7 @@ class ConfigSync:
             pubsub = runtime.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.changes_channel(), keys.oauth_revocations_channel())
-                await reload(runtime)
+                await self.loader.reload()
                 runtime.redis_connected = True
                 backoff = BACKOFF_INITIAL_SECONDS
                 await self._listen(pubsub)
@@ -123,11 +228,11 @@ class ConfigSync:
                     except (TypeError, ValueError):
                         announced = runtime.table.version + 1  # unreadable hint: reload to be safe
                     if announced > runtime.table.version:
-                        await reload(runtime)
+                        await self.loader.refresh()
             if loop.time() >= next_revocations:
                 next_revocations = loop.time() + REVOCATION_RECONCILE_SECONDS
-                await refresh_revocation_state(runtime)
+                await refresh_revocation_state(runtime, self.loader)
             if loop.time() >= next_reconcile:
                 next_reconcile = loop.time() + self._reconcile_seconds
                 if await read_version(runtime.redis) != runtime.table.version:
-                    await reload(runtime)
+                    await self.loader.refresh()

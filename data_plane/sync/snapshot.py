@@ -1,27 +1,39 @@
-"""Read the routing and protection configuration from Redis in one transaction and compile it.
+"""Read the routing and protection configuration from Redis: all of it, or only what changed.
 
-One MULTI (GET config version, HGETALL proxies, HGETALL routes, HGETALL proxy-auth, HGETALL
-proxy-resources, GET JWKS, ZRANGE revoked jtis) gives a consistent snapshot: a proxy and its protection
-always come from the same version, so a request can never reach a just-protected proxy unchecked. Rows that
-fail to validate are skipped and logged, so one bad row never blanks (or unprotects) the table; a failure
-to read at all raises and the caller keeps its last good table."""
+`read_all`: one MULTI (GET config version, the last id of the changes stream, HGETALL proxies, routes,
+proxy-auth, proxy-resources, GET JWKS, ZRANGE revoked jtis) gives a consistent snapshot: a proxy and its
+protection always come from the same version, so a request can never reach a just-protected proxy
+unchecked; the stream id is the cursor the next piecewise read starts after.
+
+`read_changes`: one MULTI reads the entries after a cursor (data_plane.sync.changes says what they name) and,
+in the same transaction, the current rows of the names the caller asks for, the version and the JWKS. The
+caller asks again for the names of any entries it has not fetched yet, until a read brings no new entry:
+then every row it holds is the state of that last read's version (a row changed later would have brought
+an entry).
+
+Rows that fail to validate are skipped and logged (treated as absent), so one bad row never blanks (or
+unprotects) the table; a failure to read at all raises and the caller keeps its last good table."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from data_plane.auth.auth_table import AuthTable, build_auth_table
 from data_plane.auth.revocations import RevokedTokens
 from data_plane.routing.route_table import RouteTable, build_table
 from shared import keys
 from shared.models import ProxyTarget, Route
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Entries = list[tuple[str, dict[str, str]]]
 
 
 async def read_version(redis: aioredis.Redis) -> int:
@@ -30,51 +42,91 @@ async def read_version(redis: aioredis.Redis) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    table: RouteTable
-    auth: AuthTable
-    jwks_raw: str | None
+class FullRead:
+    version: int
+    cursor: str  # id of the newest changes-stream entry ("0-0" when the stream is empty)
+    proxies: dict[str, str]
+    routes: dict[str, str]
+    auth: dict[str, str]
+    resources: dict[str, str]
+    jwks: str | None
     revoked: RevokedTokens
 
 
-async def load_table(redis: aioredis.Redis) -> RouteTable:
-    return (await load_snapshot(redis)).table
-
-
-async def load_snapshot(redis: aioredis.Redis) -> Snapshot:
+async def read_all(redis: aioredis.Redis) -> FullRead:
     proxy_auth, proxy_resources = keys.auth_config_keys()
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.config_version())
+        pipe.xrevrange(keys.changes_stream(), count=1)
         pipe.hgetall(keys.proxies())
         pipe.hgetall(keys.routes())
         pipe.hgetall(proxy_auth)
         pipe.hgetall(proxy_resources)
         pipe.get(keys.oauth_jwks())
         pipe.zrange(keys.oauth_revoked_jtis(), 0, -1, withscores=True)
-        (
-            raw_version,
-            raw_proxies,
-            raw_routes,
-            raw_auth,
-            raw_resources,
-            jwks_raw,
-            revoked,
-        ) = await pipe.execute()
-    version = int(raw_version) if raw_version else 0
-    auth = build_auth_table(raw_auth, raw_resources, jwks_raw)
-    for reason in auth.skipped:
-        log.warning("auth config skipped: %s", reason)
-    return Snapshot(
-        table=compile_snapshot(version, raw_proxies, raw_routes),
+        version, newest, proxies, routes, auth, resources, jwks, revoked = await pipe.execute()
+    return FullRead(
+        version=int(version) if version else 0,
+        cursor=newest[0][0] if newest else "0-0",
+        proxies=proxies,
+        routes=routes,
         auth=auth,
-        jwks_raw=jwks_raw,
+        resources=resources,
+        jwks=jwks,
         revoked=RevokedTokens.from_entries(revoked, now=time.time()),
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeRead:
+    version: int
+    entries: Entries  # after the cursor, oldest first
+    proxies: dict[str, str | None]  # the rows asked for; None = no such row
+    routes: dict[str, str | None]
+    auth: dict[str, str | None]
+    resources: dict[str, str | None]
+    jwks: str | None
+
+
+async def read_changes(
+    redis: aioredis.Redis,
+    cursor: str,
+    *,
+    proxies: Collection[str] = (),
+    routes: Collection[str] = (),
+    auth: Collection[str] = (),
+) -> ChangeRead:
+    proxy_auth, proxy_resources = keys.auth_config_keys()
+    wanted = ((keys.proxies(), list(proxies)), (keys.routes(), list(routes)))
+    auth_names = list(auth)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.get(keys.config_version())
+        pipe.xrange(keys.changes_stream(), min=f"({cursor}")
+        for key, names in (*wanted, (proxy_auth, auth_names), (proxy_resources, auth_names)):
+            if names:
+                pipe.hmget(key, names)
+        pipe.get(keys.oauth_jwks())
+        results = list(await pipe.execute())
+    version, entries = results[0], results[1]
+    rows = iter(results[2:-1])
+
+    def fetched(names: list[str]) -> dict[str, str | None]:
+        return dict(zip(names, next(rows), strict=True)) if names else {}
+
+    return ChangeRead(
+        version=int(version) if version else 0,
+        entries=[(entry_id, fields) for entry_id, fields in entries],
+        proxies=fetched(wanted[0][1]),
+        routes=fetched(wanted[1][1]),
+        auth=fetched(auth_names),
+        resources=fetched(auth_names),
+        jwks=results[-1],
+    )
+
+
 async def read_revocation_state(redis: aioredis.Redis) -> tuple[str | None, RevokedTokens]:
-    """The JWKS and the revoked set, which change without a config version bump (key rotation and token
-    revocation are not config writes): re-read on every reconcile."""
+    """The JWKS and the revoked set; the revoked set changes without a config version bump (token
+    revocation is not a config write), so it is re-read on every reconcile."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.oauth_jwks())
         pipe.zrange(keys.oauth_revoked_jtis(), 0, -1, withscores=True)
@@ -82,17 +134,24 @@ async def read_revocation_state(redis: aioredis.Redis) -> tuple[str | None, Revo
     return jwks_raw, RevokedTokens.from_entries(revoked, now=time.time())
 
 
+def parse_rows(model: type[M], rows: Mapping[str, str | None], what: str) -> dict[str, M | None]:
+    """Rows as models; a row that does not validate counts as absent (None), with a warning."""
+    out: dict[str, M | None] = {}
+    for name, raw in rows.items():
+        if raw is None:
+            out[name] = None
+            continue
+        try:
+            out[name] = model.model_validate_json(raw)
+        except ValidationError as exc:
+            log.warning("%s %r in Redis is invalid and skipped: %s", what, name, exc.errors()[:3])
+            out[name] = None
+    return out
+
+
 def compile_snapshot(version: int, raw_proxies: dict[str, str], raw_routes: dict[str, str]) -> RouteTable:
-    proxies: list[ProxyTarget] = []
-    for name, value in raw_proxies.items():
-        try:
-            proxies.append(ProxyTarget.model_validate_json(value))
-        except ValidationError as exc:
-            log.warning("proxy %r in Redis is invalid and skipped: %s", name, exc.errors()[:3])
-    routes: list[Route] = []
-    for name, value in raw_routes.items():
-        try:
-            routes.append(Route.model_validate_json(value))
-        except ValidationError as exc:
-            log.warning("route %r in Redis is invalid and skipped: %s", name, exc.errors()[:3])
-    return build_table(version, proxies, routes)
+    proxies = parse_rows(ProxyTarget, raw_proxies, "proxy")
+    routes = parse_rows(Route, raw_routes, "route")
+    return build_table(
+        version, (p for p in proxies.values() if p is not None), (r for r in routes.values() if r is not None)
+    )

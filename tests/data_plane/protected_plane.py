@@ -58,7 +58,11 @@ def write_auth(
     raw_auth: dict[str, str] | None = None,
     delete_auth: Iterable[str] = (),
 ) -> None:
-    """One config-write transaction (objects, INCR version, XADD change), then PUBLISH; wait for the plane."""
+    """One config-write transaction (objects, version, one change event each), then PUBLISH; wait for it."""
+    proxies, auth, resources, delete_auth = list(proxies), list(auth), list(resources), list(delete_auth)
+    changed = [("proxy", p.hostname) for p in proxies] + [("auth", c.hostname) for c in auth]
+    changed += [("auth", r.hostname) for r in resources]
+    changed += [("auth", hostname) for hostname in (*(raw_auth or {}), *delete_auth)]
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
@@ -76,8 +80,11 @@ def write_auth(
                 for hostname in delete_auth:
                     pipe.hdel(keys.proxy_auth(), hostname)
                 pipe.incr(keys.config_version())
-                event = ChangeEvent(version=version, kind="auth", action="updated", name=HOST)  # type: ignore[arg-type]
-                pipe.xadd(keys.changes_stream(), event.to_stream_fields(), maxlen=10000, approximate=True)
+                # One event per changed object, as the control plane writes them (data planes apply
+                # changes piecewise from the stream).
+                for kind, name in changed:
+                    event = ChangeEvent(version=version, kind=kind, action="updated", name=name)  # type: ignore[arg-type]
+                    pipe.xadd(keys.changes_stream(), event.to_stream_fields(), maxlen=10000, approximate=True)
                 pipe.execute()
                 break
             except redis.WatchError:

@@ -25,8 +25,12 @@ def write_config(
     publish: bool = True,
 ) -> int:
     proxies, routes = list(proxies), list(routes)
-    name = proxies[0].hostname if proxies else (routes[0].id if routes else "raw")
-    kind = "proxy" if proxies or raw_proxies or list(delete_proxies) else "route"
+    delete_proxies, delete_routes = list(delete_proxies), list(delete_routes)
+    # One event per changed object, as the control plane's store writes them: a data plane applies
+    # changes piecewise from these, so an object without its event would never reach it.
+    changed = [("proxy", p.hostname) for p in proxies]
+    changed += [("proxy", hostname) for hostname in (*(raw_proxies or {}), *delete_proxies)]
+    changed += [("route", r.id) for r in routes] + [("route", route_id) for route_id in delete_routes]
     with client.pipeline(transaction=True) as pipe:
         while True:
             try:
@@ -44,8 +48,9 @@ def write_config(
                 for route_id in delete_routes:
                     pipe.hdel(keys.routes(), route_id)
                 pipe.incr(keys.config_version())
-                event = ChangeEvent(version=version, kind=kind, action="updated", name=name)  # type: ignore[arg-type]
-                pipe.xadd(keys.changes_stream(), event.to_stream_fields(), maxlen=10000, approximate=True)
+                for kind, name in changed:
+                    event = ChangeEvent(version=version, kind=kind, action="updated", name=name)  # type: ignore[arg-type]
+                    pipe.xadd(keys.changes_stream(), event.to_stream_fields(), maxlen=10000, approximate=True)
                 pipe.execute()
                 break
             except redis.WatchError:

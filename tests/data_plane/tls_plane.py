@@ -17,7 +17,7 @@ import redis
 from cryptography import x509
 
 from shared import keys
-from shared.models import Certificate
+from shared.models import Certificate, ChangeEvent
 from tests.certificates.conftest import KEK_B64
 from tests.data_plane.conftest import DataPlane, start_data_plane
 from tests.harness.services import RedisServer, free_port
@@ -57,8 +57,18 @@ def bump(client: redis.Redis, plane: DataPlane) -> None:
 
 
 def store_certificate(client: redis.Redis, plane: DataPlane, cert: Certificate) -> None:
-    client.hset(keys.certificates(), cert.cert_name, cert.model_dump_json())
-    bump(client, plane)
+    """Store a certificate as the control plane does: row, version and change event in one MULTI."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch(keys.config_version())
+        version = int(pipe.get(keys.config_version()) or 0) + 1  # type: ignore[arg-type]
+        pipe.multi()
+        pipe.hset(keys.certificates(), cert.cert_name, cert.model_dump_json())
+        pipe.incr(keys.config_version())
+        event = ChangeEvent(version=version, kind="certificate", action="updated", name=cert.cert_name)
+        pipe.xadd(keys.changes_stream(), event.to_stream_fields(), maxlen=10000, approximate=True)
+        pipe.execute()
+    client.publish(keys.changes_channel(), str(version))
+    plane.wait_for_version(version)
 
 
 def client_context(root_pem: str | None) -> ssl.SSLContext:
