@@ -1,18 +1,23 @@
-"""The one Redis writer of the control plane, and its typed reads.
+"""The control plane's writer of configuration (everything a config version covers), and its typed reads.
+(Protocol state that is not configuration, such as OAuth codes or rate-limit counters, is written by its own
+module.)
 
 Every write is a `ConfigWrite` (hash puts/deletes, whole-string puts, plus change descriptions) committed by
 `Store.transact` as one MULTI/EXEC that also INCRs the config version and XADDs one ChangeEvent per change
 carrying the new version; after EXEC it PUBLISHes the version as a wake-up hint. Check-then-write is made
 safe optimistically: the plan reads under WATCH of the config version, which every config write bumps, so any
 concurrent write makes EXEC fail and the plan is re-run against fresh state (a duplicate create is detected
-by the re-run).
+by the re-run). A process runs one config transaction at a time (WATCH then only arbitrates between
+replicas, which retry after a short jittered wait).
 
 Reads validate each stored row; a row that fails to validate is logged and skipped, never fatal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -195,6 +200,10 @@ class Store:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self.reader = Reader(redis)
+        # One config transaction at a time per process: every write WATCHes the one version key, so
+        # concurrent writers of the same process would only invalidate each other and retry (8 concurrent
+        # API clients exhausted the retries). Serialised here, WATCH arbitrates only between replicas.
+        self._writing = asyncio.Lock()
 
     async def ping(self) -> None:
         await self.redis.ping()
@@ -205,7 +214,14 @@ class Store:
         Returns None (and writes nothing) when the plan has nothing to do. Errors raised by the plan propagate
         unchanged and nothing is written.
         """
-        for _attempt in range(MAX_TRANSACTION_ATTEMPTS):
+        async with self._writing:
+            return await self._transact(plan)
+
+    async def _transact(self, plan: Plan) -> int | None:
+        for attempt in range(MAX_TRANSACTION_ATTEMPTS):
+            if attempt:
+                # Another replica won the race: let it finish before re-planning (jittered, growing).
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(keys.config_version())
