@@ -8,17 +8,20 @@ the result.
 
 Semantics (shared contract): exact host first, else the longest `*.suffix` wildcard; among the proxy's
 applicable routes, highest priority first, ties by id ascending; first matching route wins, else the proxy's
-target."""
+target. A `service://NAME` target is resolved here, from the snapshot's service endpoints
+(service_targets.py); a proxy whose service is missing answers 503, a route whose service is missing is
+skipped."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from shared.models import ProxyTarget, Route
+from data_plane.routing.service_targets import UnresolvedService, resolve_target
+from shared.models import ProxyTarget, Route, ServiceEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ class RouteTable:
 
 
 EMPTY_TABLE = RouteTable(version=0, exact={}, wildcards={})
+# The upstream of a proxy that is not served (its service is missing): never connected to.
+_UNAVAILABLE = Upstream(url="", tls=False, host="", port=0, host_header=b"", base_path="")
 
 
 class InvalidTarget(ValueError):
@@ -127,15 +132,17 @@ def _route_applies(route: Route, proxy: ProxyTarget) -> bool:
     return route.id not in proxy.disabled_route_ids
 
 
-def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRoute | None:
+def _compile_route(
+    route: Route, proxies: dict[str, ProxyTarget], services: Mapping[str, ServiceEndpoint]
+) -> CompiledRoute | None:
     if route.target_url is not None:
-        upstream = parse_upstream(route.target_url)
+        upstream = parse_upstream(resolve_target(route.target_url, route.owner, services).url)
     else:
         target = proxies.get(route.target_proxy or "")
         if target is None:
             log.warning("route %s targets unknown proxy %s; skipped", route.id, route.target_proxy)
             return None
-        upstream = parse_upstream(target.target_url)
+        upstream = parse_upstream(resolve_target(target.target_url, target.owner, services).url)
     regex = re.compile(route.path_pattern) if route.match == "regex" else None
     return CompiledRoute(
         id=route.id,
@@ -147,14 +154,20 @@ def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRou
     )
 
 
-def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[Route]) -> RouteTable:
+def build_table(
+    version: int,
+    proxies: Iterable[ProxyTarget],
+    routes: Iterable[Route],
+    services: Mapping[str, ServiceEndpoint] | None = None,
+) -> RouteTable:
     """Compile validated models into a table. Rows that cannot compile are skipped and logged."""
+    services = services or {}
     by_host = {p.hostname: p for p in proxies}
     compiled: list[tuple[Route, CompiledRoute]] = []
     for route in routes:
         try:
-            compiled_route = _compile_route(route, by_host)
-        except (InvalidTarget, re.error) as exc:
+            compiled_route = _compile_route(route, by_host, services)
+        except (InvalidTarget, UnresolvedService, re.error) as exc:
             log.warning("route %s skipped: %s", route.id, exc)
             continue
         if compiled_route is not None:
@@ -164,14 +177,19 @@ def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[R
     exact: dict[str, ProxyEntry] = {}
     wildcards: dict[str, ProxyEntry] = {}
     for proxy in by_host.values():
+        enabled = proxy.enabled
         try:
-            upstream = parse_upstream(proxy.target_url)
+            upstream = parse_upstream(resolve_target(proxy.target_url, proxy.owner, services).url)
+        except UnresolvedService as exc:
+            # Served as unavailable (503) rather than as an unknown host: the name is the proxy's.
+            log.warning("proxy %s targets %s: %s; answering 503", proxy.hostname, proxy.target_url, exc)
+            upstream, enabled = _UNAVAILABLE, False
         except InvalidTarget as exc:
             log.warning("proxy %s skipped: %s", proxy.hostname, exc)
             continue
         entry = ProxyEntry(
             hostname=proxy.hostname,
-            enabled=proxy.enabled,
+            enabled=enabled,
             enable_http=proxy.enable_http,
             enable_https=proxy.enable_https,
             redirect_http=proxy.redirect_http_to_https,

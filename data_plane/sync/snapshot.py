@@ -1,8 +1,9 @@
 """Read the routing and protection configuration from Redis in one transaction and compile it.
 
 One MULTI (GET config version, HGETALL proxies, HGETALL routes, HGETALL proxy-auth, HGETALL
-proxy-resources, GET JWKS, ZRANGE revoked jtis) gives a consistent snapshot: a proxy and its protection
-always come from the same version, so a request can never reach a just-protected proxy unchecked. Rows that
+proxy-resources, GET JWKS, ZRANGE revoked jtis, HGETALL service endpoints) gives a consistent snapshot: a
+proxy and its protection always come from the same version, so a request can never reach a just-protected
+proxy unchecked, and a `service://NAME` target resolves against the endpoints of that same version. Rows that
 fail to validate are skipped and logged, so one bad row never blanks (or unprotects) the table; a failure
 to read at all raises and the caller keeps its last good table."""
 
@@ -19,7 +20,7 @@ from data_plane.auth.auth_table import AuthTable, build_auth_table
 from data_plane.auth.revocations import RevokedTokens
 from data_plane.routing.route_table import RouteTable, build_table
 from shared import keys
-from shared.models import ProxyTarget, Route
+from shared.models import ProxyTarget, Route, ServiceEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ async def load_snapshot(redis: aioredis.Redis) -> Snapshot:
         pipe.hgetall(proxy_resources)
         pipe.get(keys.oauth_jwks())
         pipe.zrange(keys.oauth_revoked_jtis(), 0, -1, withscores=True)
+        pipe.hgetall(keys.service_endpoints())
         (
             raw_version,
             raw_proxies,
@@ -59,13 +61,14 @@ async def load_snapshot(redis: aioredis.Redis) -> Snapshot:
             raw_resources,
             jwks_raw,
             revoked,
+            raw_services,
         ) = await pipe.execute()
     version = int(raw_version) if raw_version else 0
     auth = build_auth_table(raw_auth, raw_resources, jwks_raw)
     for reason in auth.skipped:
         log.warning("auth config skipped: %s", reason)
     return Snapshot(
-        table=compile_snapshot(version, raw_proxies, raw_routes),
+        table=compile_snapshot(version, raw_proxies, raw_routes, raw_services),
         auth=auth,
         jwks_raw=jwks_raw,
         revoked=RevokedTokens.from_entries(revoked, now=time.time()),
@@ -82,7 +85,12 @@ async def read_revocation_state(redis: aioredis.Redis) -> tuple[str | None, Revo
     return jwks_raw, RevokedTokens.from_entries(revoked, now=time.time())
 
 
-def compile_snapshot(version: int, raw_proxies: dict[str, str], raw_routes: dict[str, str]) -> RouteTable:
+def compile_snapshot(
+    version: int,
+    raw_proxies: dict[str, str],
+    raw_routes: dict[str, str],
+    raw_services: dict[str, str] | None = None,
+) -> RouteTable:
     proxies: list[ProxyTarget] = []
     for name, value in raw_proxies.items():
         try:
@@ -95,4 +103,10 @@ def compile_snapshot(version: int, raw_proxies: dict[str, str], raw_routes: dict
             routes.append(Route.model_validate_json(value))
         except ValidationError as exc:
             log.warning("route %r in Redis is invalid and skipped: %s", name, exc.errors()[:3])
-    return build_table(version, proxies, routes)
+    services: dict[str, ServiceEndpoint] = {}
+    for name, value in (raw_services or {}).items():
+        try:
+            services[name] = ServiceEndpoint.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("service endpoint %r in Redis is invalid and skipped: %s", name, exc.errors()[:3])
+    return build_table(version, proxies, routes, services)
