@@ -18,8 +18,10 @@ from ..errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    NotImplementedYet,
     StoreBusy,
     Unauthorized,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ _STATUS: dict[type[ControlPlaneError], int] = {
     Conflict: 409,
     InvalidInput: 422,
     StoreBusy: 503,
+    Unavailable: 503,
+    NotImplementedYet: 501,
 }
 
 
