@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -166,3 +168,38 @@ async def test_an_oom_kill_under_a_restart_policy_is_still_reported(
         http, "hungry", "oom_killed", where=lambda s: s["status"]["restart_count"] == 2
     )
     assert final["status"]["exit_code"] == 137
+
+
+async def test_engine_events_reach_the_status_without_waiting_for_a_reconcile(
+    redis_client: aioredis.Redis,
+    redis_server: RedisServer,
+    dockerd: Dockerd,
+    busybox_image: str,
+    build_root: Path,
+    tmp_path: Path,
+) -> None:
+    """With the periodic reconcile an hour away (it ran once at start), only the engine's event stream can
+    tell the controller that a container died behind its back."""
+    port = free_port()
+    env = services_env(redis_server, port, dockerd, build_root, SERVICE_RECONCILE_INTERVAL_SECONDS="3600")
+    plane = start_services_plane(env, port, tmp_path / "cp")
+    try:
+        async with httpx.AsyncClient(base_url=plane.url, timeout=30) as http:
+            body = {
+                "name": "watched",
+                "image": busybox_image,
+                "command": ["busybox", "sleep", "600"],
+                "network_mode": "none",
+                "restart_policy": "no",
+            }
+            assert (await http.post(SERVICES, json=body, headers=ADMIN)).status_code == 201
+            running = await wait_for_state(http, "watched", "running")
+            status, info = engine_request(
+                dockerd.socket_path, "GET", f"/containers/{running['status']['container_id']}/json"
+            )
+            assert status == 200
+            os.kill(json.loads(info)["State"]["Pid"], signal.SIGKILL)
+            exited = await wait_for_state(http, "watched", "exited", within_seconds=10)
+            assert exited["status"]["exit_code"] == 137
+    finally:
+        plane.service.stop()
