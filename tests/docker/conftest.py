@@ -6,11 +6,13 @@ after each test, and the daemon (with its state) after the session. Nothing is m
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ import redis.asyncio as aioredis
 
 from shared.encryption import new_key_b64
 from tests.control_plane.conftest import ADMIN, control_plane_env, start_control_plane
-from tests.harness.dockerd import Dockerd, discard, start_dockerd
+from tests.harness.dockerd import Dockerd, discard, engine_request, start_dockerd
 from tests.harness.services import RedisServer, ServiceProcess, free_port
 
 from .images import ensure_busybox_image
@@ -181,3 +183,19 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within_sec
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def created_containers(dockerd: Dockerd, since: int) -> dict[str, int]:
+    """How many containers the engine created per service since `since` (its event history)."""
+    filters = quote(json.dumps({"type": ["container"], "event": ["create"]}))
+    until = int(time.time()) + 1
+    status, body = engine_request(
+        dockerd.socket_path, "GET", f"/events?since={since}&until={until}&filters={filters}"
+    )
+    assert status == 200, body
+    counts: dict[str, int] = {}
+    for line in body.splitlines():
+        service = json.loads(line)["Actor"]["Attributes"].get("mhp.service")
+        if service:
+            counts[service] = counts.get(service, 0) + 1
+    return counts

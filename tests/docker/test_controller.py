@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,7 @@ from tests.harness.services import RedisServer, free_port
 
 from .conftest import (
     SERVICES,
+    created_containers,
     eventually,
     httpd_service,
     services_env,
@@ -110,19 +112,30 @@ async def test_duplicate_events_and_two_replicas_make_one_container_each(
                 "image": busybox_image,
                 "command": ["busybox", "sleep", "600"],
                 "network_mode": "none",
+                "start": False,
             }
             assert (await http.post(SERVICES, json=body, headers=ADMIN)).status_code == 201
-        # A flood of duplicate "look at it" events, as retries and engine events would make, shared by
-        # the two replicas' consumers.
-        for _ in range(10):
+        await asyncio.sleep(1)  # the "created" events are handled: stopped services, no containers
+        assert dockerd.containers() == []
+        since = int(time.time()) - 1
+        # Every record now says "running" at once, and a flood of duplicate hints arrives together, as
+        # retries and engine events would make: both replicas take batches of them concurrently.
+        async with redis_client.pipeline(transaction=True) as pipe:
             for name in names:
-                await redis_client.xadd(keys.service_workflow_stream(), {"name": name, "reason": "duplicate"})
+                record = json.loads(await redis_client.hget(keys.services(), name))
+                pipe.hset(keys.services(), name, json.dumps({**record, "desired_state": "running"}))
+            for _ in range(10):
+                for name in names:
+                    pipe.xadd(keys.service_workflow_stream(), {"name": name, "reason": "duplicate"})
+            await pipe.execute()
         async with httpx.AsyncClient(base_url=second.url, timeout=30) as other:
             for name in names:
                 await wait_for_state(other, name, "running")
         await asyncio.sleep(2)
         for name in names:
             assert len(dockerd.containers(label=[f"mhp.service={name}"])) == 1, name
+        # Not even for a moment: the engine's own event history shows one `create` per service.
+        assert created_containers(dockerd, since) == {name: 1 for name in names}
     finally:
         second.service.stop()
 

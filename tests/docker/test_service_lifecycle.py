@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ from tests.data_plane.conftest import DataPlane, start_data_plane
 from tests.harness.dockerd import Dockerd, engine_request
 from tests.harness.services import RedisServer
 
-from .conftest import PORTS, SERVICES, ServicesPlane, eventually, httpd_service, service_of, wait_for_state
+from .conftest import (
+    PORTS,
+    SERVICES,
+    ServicesPlane,
+    created_containers,
+    eventually,
+    httpd_service,
+    service_of,
+    wait_for_state,
+)
 from .images import HOG_COMMAND, INDEX_PAGE
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -137,13 +147,16 @@ async def test_a_service_from_creation_to_deletion(
     assert service["status"]["container_id"] == first_id
     await eventually(lambda: serves_page(data_plane), "the page after the crash")
 
-    # The control plane and dockerd restart under it: the same one container keeps serving.
-    services_plane.restart()
+    # dockerd and the control plane restart under it: the same one container keeps serving, and the engine
+    # creates no other (its event history since its restart has no `create`).
     dockerd.restart()
+    since = int(time.time()) - 1
+    services_plane.restart()
     await eventually(lambda: serves_page(data_plane), "the page after restarting dockerd", within_seconds=60)
     await wait_for_state(http, "web", "running", within_seconds=60)
     await asyncio.sleep(3)  # a reconcile interval and more: nothing else gets created meanwhile
     assert [c["Id"] for c in containers_of(dockerd, "web")] == [first_id]
+    assert created_containers(dockerd, since) == {}
 
     # An update recreates the container on another host port; the proxy follows without a restart.
     new_port = port + 1 if port < 21999 else port - 1
