@@ -56,10 +56,6 @@ class Unavailable(ControlPlaneError):
     DOCKER_URL, or an engine that does not answer."""
 
 
-class NotImplementedYet(ControlPlaneError):
-    """A documented part of the API that this version does not do (501)."""
-
-
 def invalid_from_validation(exc: Exception) -> InvalidInput:
     """Turn a pydantic ValidationError from building a stored model into a 422 that names the fields."""
     from pydantic import ValidationError

@@ -18,7 +18,6 @@ from ..errors import (
     Forbidden,
     InvalidInput,
     NotFound,
-    NotImplementedYet,
     StoreBusy,
     Unauthorized,
     Unavailable,
@@ -34,7 +33,6 @@ _STATUS: dict[type[ControlPlaneError], int] = {
     InvalidInput: 422,
     StoreBusy: 503,
     Unavailable: 503,
-    NotImplementedYet: 501,
 }
 
 
