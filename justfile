@@ -31,6 +31,10 @@ down: bootstrap
 logs: bootstrap
     exec bash deploy/local/follow_logs.sh
 
+# Follow the log of a Docker-managed service (`mhp service logs -f NAME`; the API from .env, as mhp reads it)
+logs-service name: bootstrap
+    exec "{{ python }}" -m control_plane.cli.main service logs --follow "$1"
+
 # Run every test (real redis-server etc. are started by the fixtures)
 test *args: bootstrap
     "{{ python }}" -m pytest "$@"
@@ -47,7 +51,7 @@ test-auth *args: bootstrap
 test-certificates *args: bootstrap
     bash deploy/local/pytest_marker.sh certificates "$@"
 
-# Tests that need dockerd (pytest marker `docker`)
+# Tests that need dockerd (pytest marker `docker`; they start their own, as root)
 test-docker *args: bootstrap
     bash deploy/local/pytest_marker.sh docker "$@"
 

@@ -25,8 +25,10 @@ from .api import (
     oauth_clients,
     oauth_consents,
     oauth_keys,
+    ports,
     proxies,
     routes,
+    services,
     tokens,
 )
 from .edge.body_limit import BodyLimit
@@ -47,18 +49,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         certificate_worker = start_certificate_worker(
             app.state.runtime.store, resolved, app.state.runtime.certificates
         )
+        app.state.runtime.service_worker.start()
         try:
             yield
         finally:
+            await app.state.runtime.service_worker.stop()
             if certificate_worker is not None:
                 await certificate_worker.stop()
+            if app.state.runtime.engine is not None:
+                await app.state.runtime.engine.close()
             await app.state.runtime.oauth.aclose()
             await redis.aclose()
 
     app = FastAPI(
         title="mcp-http-proxy control plane",
         version="0.1.0",
-        description="Management API: API tokens, proxy targets and routes. All state lives in Redis.",
+        description=(
+            "Management API: API tokens, proxy targets, routes, certificates, OAuth protection, "
+            "Docker-managed and external services, host ports. All state lives in Redis."
+        ),
         lifespan=lifespan,
         docs_url=None,  # served from vendored assets by web/api_docs.py (no CDN)
         redoc_url=None,
@@ -75,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_clients.router)
     app.include_router(oauth_keys.router)
     app.include_router(oauth_consents.router)
+    app.include_router(services.router)
+    app.include_router(ports.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(

@@ -2,27 +2,47 @@
 objects, so later kinds (certificates, services) plug in without the token service knowing about them.
 
 Cleanups only *plan* (they return a ConfigWrite read under the same WATCH); the token service commits the
-token deletion and every cleanup in one transaction, with one change event per deleted object.
+token deletion and every cleanup in one transaction, with one change event per deleted object. A kind whose
+objects have a life outside Redis (service containers) also registers an `after_commit` hook, run once the
+transaction committed: it only nudges a controller, which also finds the leftovers on its own periodic
+reconcile, so a hook that fails loses nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .store import ChangeKind, Collection, ConfigWrite, Reader
 
+log = logging.getLogger(__name__)
+
 OwnerCleanup = Callable[[Reader, str], Awaitable[ConfigWrite]]
+AfterCommit = Callable[[str], Awaitable[None]]
 
 
 class CascadeRegistry:
     def __init__(self) -> None:
         self._cleanups: dict[str, OwnerCleanup] = {}
+        self._after_commit: dict[str, AfterCommit] = {}
 
-    def register(self, kind: str, cleanup: OwnerCleanup) -> None:
+    def register(self, kind: str, cleanup: OwnerCleanup, *, after_commit: AfterCommit | None = None) -> None:
         if kind in self._cleanups:
             raise ValueError(f"a cascade cleanup for {kind!r} is already registered")
         self._cleanups[kind] = cleanup
+        if after_commit is not None:
+            self._after_commit[kind] = after_commit
+
+    async def committed(self, owner: str) -> None:
+        """Run the after-commit hooks of a committed deletion of `owner`'s objects."""
+        for kind, hook in self._after_commit.items():
+            try:
+                await hook(owner)
+            except Exception:
+                log.exception(
+                    "after-commit cleanup of %s objects of %r failed (the reconcile repairs it)", kind, owner
+                )
 
     @property
     def kinds(self) -> tuple[str, ...]:

@@ -51,6 +51,11 @@ class StoreBusy(ControlPlaneError):
     """Optimistic transaction lost the race too many times in a row (503, the client may retry)."""
 
 
+class Unavailable(ControlPlaneError):
+    """A part of the system this request needs is off or not answering (503): Docker-managed services without
+    DOCKER_URL, or an engine that does not answer."""
+
+
 def invalid_from_validation(exc: Exception) -> InvalidInput:
     """Turn a pydantic ValidationError from building a stored model into a 422 that names the fields."""
     from pydantic import ValidationError

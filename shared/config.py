@@ -135,24 +135,76 @@ class Settings(BaseSettings):
     # Local dev loop: port of the private redis-server `just up` starts when REDIS_URL is empty
     EMBEDDED_REDIS_PORT: int = Field(default=6379, ge=1, le=65535)
 
+    # Docker-managed services (control plane). Giving the control plane a Docker engine is giving it root on
+    # that host, so it is off until an operator names the engine.
+    DOCKER_URL: str = ""
+    DOCKER_BUILD_ROOT: str = ""
+    DOCKER_BUILD_MAX_CONTEXT_BYTES: int = Field(default=100 * 1024 * 1024, gt=0)
+    DOCKER_IMAGE_ALLOWLIST: str = ""
+    DOCKER_TENANT_NETWORKS: str = ""
+    DOCKER_DEFAULT_NETWORK: str = "host"
+    DOCKER_SERVICE_HOST: str = "127.0.0.1"
+    SERVICE_DEFAULT_MEMORY_LIMIT: str = "512m"
+    SERVICE_TENANT_MAX_MEMORY_LIMIT: str = "2g"
+    SERVICE_TENANT_MAX_CPU_LIMIT: float = Field(default=2.0, gt=0)
+    SERVICE_TENANT_CAP_ADD: str = "CHOWN,DAC_OVERRIDE,FOWNER,SETGID,SETUID,NET_BIND_SERVICE,KILL"
+    SERVICE_DEFAULT_PIDS_LIMIT: int = Field(default=512, gt=0)
+    SERVICE_STOP_TIMEOUT_SECONDS: int = Field(default=10, ge=0, le=600)
+    SERVICE_RECONCILE_INTERVAL_SECONDS: float = Field(default=30.0, gt=0)
+    SERVICE_CLAIM_IDLE_SECONDS: float = Field(default=120.0, gt=0)
+    SERVICE_LOCK_LEASE_SECONDS: float = Field(default=30.0, gt=0)
+    # Host ports handed out to services and `mhp port allocate` (comma-separated ranges), and more to skip
+    PORT_RANGES: str = "20000-29999"
+    PORT_RESTRICTED: str = ""
+    PORT_RECONCILE_GRACE_SECONDS: float = Field(default=300.0, gt=0)
+
+    @field_validator("SERVICE_DEFAULT_MEMORY_LIMIT", "SERVICE_TENANT_MAX_MEMORY_LIMIT")
+    @classmethod
+    def _byte_sizes_parse(cls, value: str) -> str:
+        parse_byte_size(value)
+        return value
+
+    @field_validator("PORT_RANGES")
+    @classmethod
+    def _port_ranges_parse(cls, value: str) -> str:
+        if not parse_port_ranges(value):
+            raise ValueError("PORT_RANGES needs at least one range, e.g. 20000-29999")
+        return value
+
+    @field_validator("PORT_RESTRICTED")
+    @classmethod
+    def _ports_parse(cls, value: str) -> str:
+        parse_port_ranges(value)
+        return value
+
     @field_validator("TRUSTED_PROXY_CIDRS", "ALLOWED_TARGET_CIDRS")
     @classmethod
     def _cidrs_parse(cls, value: str) -> str:
-        for part in _split_csv(value):
+        for part in split_csv(value):
             ipaddress.ip_network(part, strict=False)
         return value
 
     @cached_property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(p, strict=False) for p in _split_csv(self.TRUSTED_PROXY_CIDRS))
+        return tuple(ipaddress.ip_network(p, strict=False) for p in split_csv(self.TRUSTED_PROXY_CIDRS))
 
     @cached_property
     def allowed_target_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(p, strict=False) for p in _split_csv(self.ALLOWED_TARGET_CIDRS))
+        return tuple(ipaddress.ip_network(p, strict=False) for p in split_csv(self.ALLOWED_TARGET_CIDRS))
+
+    @cached_property
+    def port_ranges(self) -> tuple[tuple[int, int], ...]:
+        return parse_port_ranges(self.PORT_RANGES)
+
+    @cached_property
+    def extra_restricted_ports(self) -> frozenset[int]:
+        return frozenset(
+            p for low, high in parse_port_ranges(self.PORT_RESTRICTED) for p in range(low, high + 1)
+        )
 
     @property
     def admin_github_users(self) -> frozenset[str]:
-        return frozenset(login.lower() for login in _split_csv(self.ADMIN_GITHUB_USERS))
+        return frozenset(login.lower() for login in split_csv(self.ADMIN_GITHUB_USERS))
 
     @property
     def auth_host(self) -> str:
@@ -170,8 +222,36 @@ class Settings(BaseSettings):
         return self.REDIS_URL or f"redis://127.0.0.1:{self.EMBEDDED_REDIS_PORT}/0"
 
 
-def _split_csv(value: str) -> list[str]:
+def split_csv(value: str) -> list[str]:
+    """The items of a comma-separated setting, stripped, empty ones dropped."""
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_byte_size(value: str) -> int:
+    """Docker's memory notation: `512m`, `2g`, `65536` (bytes), `64k`; binary units, case-insensitive."""
+    text = value.strip().lower().removesuffix("ib").removesuffix("b") if value.strip() else ""
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in "kmg" else (text, "")
+    if not number.isdigit():
+        raise ValueError(f"{value!r} is not a size like 512m, 2g or 65536")
+    return int(number) * _BYTE_UNITS[unit]
+
+
+def parse_port_ranges(value: str) -> tuple[tuple[int, int], ...]:
+    """`20000-29999,31000` -> ((20000, 29999), (31000, 31000)); every port within 1..65535."""
+    ranges: list[tuple[int, int]] = []
+    for part in split_csv(value):
+        low_text, _, high_text = part.partition("-")
+        try:
+            low, high = int(low_text), int(high_text or low_text)
+        except ValueError as exc:
+            raise ValueError(f"{part!r} is not a port or a range like 20000-29999") from exc
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"{part!r} is not a range of ports within 1-65535")
+        ranges.append((low, high))
+    return tuple(ranges)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -236,3 +236,69 @@ def oauth_client_metadata_document(url_sha256: str) -> str:
 
 def rate_limit(bucket: str, client: str, window_index: int) -> str:
     return f"{{mhp-rl:{client}}}:{bucket}:{window_index}"
+
+
+# ---- Docker-managed services, external services and host ports (issue 11)
+#     {mhp}:services               hash  service name -> ServiceRecord JSON (desired state: spec, owner,
+#                                        generation; control plane only; written with the config transaction)
+#     {mhp}:service-status         hash  service name -> ServiceStatus JSON (observed state, written by the
+#                                        controller outside the config transaction: it routes nothing)
+#     {mhp}:service-endpoints      hash  service name -> ServiceEndpoint JSON: where `service://NAME` targets
+#                                        go (external URLs, and managed services' container addresses).
+#                                        Config: the data plane reads it with the route table.
+#     {mhp}:ports                  hash  "<protocol>/<port>" -> PortAllocation JSON (allocated by a Lua
+#                                        script, atomic across replicas)
+#     {mhp}:service-workflow       stream "look at service NAME" events, consumed by SERVICE_WORKFLOW_GROUP
+#     {mhp}:service-lock:<name>    string lease of the controller replica converging that service
+#     {mhp}:service-events-leader  string lease of the one replica that follows the engine's event stream
+#     {mhp}:service-reconcile-lock string one replica's full reconcile per interval
+#     {mhp}:deployment-id          string random id of this deployment (SET NX), put on every container as a
+#                                        label, so that two deployments sharing an engine never touch each
+#                                        other's containers
+
+SERVICE_WORKFLOW_GROUP = "service-controllers"
+
+
+def services() -> str:
+    return f"{TAG}:services"
+
+
+def service_status() -> str:
+    return f"{TAG}:service-status"
+
+
+def service_endpoints() -> str:
+    return f"{TAG}:service-endpoints"
+
+
+def ports() -> str:
+    return f"{TAG}:ports"
+
+
+def port_field(protocol: str, port: int) -> str:
+    """Field of one allocation in ports(): `tcp/20001`."""
+    return f"{protocol}/{port}"
+
+
+def service_workflow_stream() -> str:
+    return f"{TAG}:service-workflow"
+
+
+def service_workflow_group() -> str:
+    return SERVICE_WORKFLOW_GROUP
+
+
+def service_lock(name: str) -> str:
+    return f"{TAG}:service-lock:{name}"
+
+
+def service_events_leader() -> str:
+    return f"{TAG}:service-events-leader"
+
+
+def service_reconcile_lock() -> str:
+    return f"{TAG}:service-reconcile-lock"
+
+
+def deployment_id() -> str:
+    return f"{TAG}:deployment-id"

@@ -18,6 +18,10 @@ from shared.route_pattern import InvalidRoutePattern, compile_route_pattern
 
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ADMIN_OWNER = "admin"
+# What the admin may grant an ordinary token beyond owning its objects (Docker-managed services):
+# `public-ports`: bind service ports on 0.0.0.0 (reachable without the proxy); `host-network`: run services
+# with network_mode host (they could listen on any address and port of the host).
+TokenGrant = Literal["public-ports", "host-network"]
 
 
 def now_seconds() -> float:
@@ -40,6 +44,12 @@ class ApiToken(Stored):
     # DNS zones the admin delegated to this token: it may create names (and wildcard proxies) only under them,
     # and no other ordinary token may claim a name inside them. Empty: any free non-wildcard name.
     zones: list[str] = Field(default_factory=list, max_length=100)
+    grants: list[TokenGrant] = Field(default_factory=list)
+
+    @field_validator("grants")
+    @classmethod
+    def _grants(cls, value: list[TokenGrant]) -> list[TokenGrant]:
+        return sorted(set(value))
 
     @field_validator("zones")
     @classmethod
@@ -180,12 +190,64 @@ class Route(Stored):
         return [normalise_hostname(h, allow_wildcard=True) for h in value]
 
 
+# ---- Services as targets: `service://NAME[/path]` (issue 11) ----
+
+SERVICE_SCHEME = "service"
+# A DNS label, so that a service's own proxy `NAME.BASE_DOMAIN` is a valid hostname.
+SERVICE_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+def service_reference(url: str) -> tuple[str, str] | None:
+    """`service://NAME/base` -> ("NAME", "/base"); None when `url` does not name a service."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme != SERVICE_SCHEME:
+        return None
+    return parts.netloc, parts.path.rstrip("/")
+
+
+def _validate_service_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if not re.fullmatch(SERVICE_NAME_PATTERN, parts.netloc):
+        raise ValueError("a service:// target must name a service: service://NAME[/path]")
+    if parts.query or parts.fragment:
+        raise ValueError("target URL must not have a query or fragment")
+    return value
+
+
+class ServiceEndpoint(Stored):
+    """Where `service://NAME` targets go (shared.keys.service_endpoints()). `external`: a URL the owner
+    named through the API (an ordinary token's is checked against the SSRF policy like any target).
+    `managed`: the address the control plane's controller found for a container it runs (the host port it
+    allocated, or the container's address on a named network); the owner never writes it."""
+
+    name: Annotated[str, Field(pattern=SERVICE_NAME_PATTERN)]
+    url: str
+    kind: Literal["external", "managed"]
+    owner: str = ADMIN_OWNER
+    description: Annotated[str, Field(max_length=500)] = ""
+    created_at: float = Field(default_factory=now_seconds)
+    updated_at: float = Field(default_factory=now_seconds)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if service_reference(value) is not None:
+            raise ValueError("a service's URL cannot be another service:// reference")
+        return validate_upstream_url(value)
+
+
 def validate_upstream_url(value: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(value)
+    if parts.scheme == SERVICE_SCHEME:
+        return _validate_service_url(value)
     if parts.scheme not in ("http", "https"):
-        raise ValueError("target URL must be http:// or https://")
+        raise ValueError("target URL must be http://, https:// or service://NAME")
     if not parts.hostname:
         raise ValueError("target URL must name a host")
     if parts.username or parts.password:

@@ -6,7 +6,9 @@ Admin-owned proxies and routes may target anything. Everything an ordinary token
   network their services run on),
 and never a port the system itself serves on a non-public address: the management API, the data plane's
 listeners and internal (health/metrics) ports, Redis. Otherwise a tenant could publish /metrics, the API or
-Redis through a proxy of its own.
+Redis through a proxy of its own. Nor a port of PORT_RANGES on a non-public address: those are the host
+ports of Docker-managed services, and a tenant reaches its own through `service://NAME` (which the data
+plane resolves to the address the controller found), never another tenant's by guessing its port.
 
 Both planes apply the same rule: the control plane to the URL text at write time (IP literals and
 `localhost` names, so an obvious mistake is a 422 at once), the data plane to every address a name resolves
@@ -40,6 +42,7 @@ def canonical_address(address: IPAddress) -> IPAddress:
 class TargetPolicy:
     allowed_networks: tuple[IPNetwork, ...]
     system_ports: frozenset[int]
+    service_port_ranges: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TargetPolicy:
@@ -56,7 +59,7 @@ class TargetPolicy:
         if redis_port:
             ports.add(redis_port)
         ports.discard(0)
-        return cls(settings.allowed_target_networks, frozenset(ports))
+        return cls(settings.allowed_target_networks, frozenset(ports), settings.port_ranges)
 
     def refusal(self, address: IPAddress, port: int) -> str | None:
         """Why a restricted (non-admin) target may not connect to address:port, or None when it may."""
@@ -70,6 +73,11 @@ class TargetPolicy:
             )
         if port in self.system_ports:
             return f"port {port} on {address} is one the system itself serves (API, data plane, Redis)"
+        if any(low <= port <= high for low, high in self.service_port_ranges):
+            return (
+                f"port {port} on {address} is in the range of managed services' host ports "
+                "(PORT_RANGES); target your own service as service://NAME"
+            )
         return None
 
     def url_refusal(self, url: str) -> str | None:

@@ -72,3 +72,16 @@ def test_url_text_checks_ip_literals_and_localhost_names() -> None:
     opened = policy(ALLOWED_TARGET_CIDRS="127.0.0.0/8")
     assert opened.url_refusal("http://localhost:3000") is None
     assert opened.url_refusal("http://127.0.0.1:9000") is not None  # the API port
+
+
+def test_managed_services_host_ports_are_never_a_url_target_of_ordinary_tokens() -> None:
+    """Even where the admin opens loopback, the host ports of PORT_RANGES stay closed to tenants' URLs: a
+    tenant reaches its own service as service://NAME and never another tenant's container by its port."""
+    p = policy(ALLOWED_TARGET_CIDRS="127.0.0.0/8", PORT_RANGES="21000-21999,23000")
+    loopback = ipaddress.ip_address("127.0.0.1")
+    for port in (21000, 21500, 21999, 23000):
+        refusal = p.refusal(loopback, port)
+        assert refusal is not None and "service://NAME" in refusal, port
+    assert p.refusal(loopback, 22000) is None
+    assert p.refusal(ipaddress.ip_address("93.184.216.34"), 21500) is None  # public: not ours
+    assert p.url_refusal("http://localhost:21001/") is not None

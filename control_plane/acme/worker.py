@@ -1,14 +1,12 @@
-"""The certificate worker the control-plane lifespan runs: the workflow consumer plus two scheduler loops.
-
-Each loop has one last-resort handler: an unexpected error (Redis down, a bug) is logged with its traceback
-and the loop waits before trying again, growing the pause up to a minute, so the app never dies and never
-spins. Stopping cancels the loops; an event being handled when that happens stays pending in the stream and
-is taken over by another replica (XAUTOCLAIM).
+"""The certificate worker the control-plane lifespan runs: the workflow consumer plus two scheduler loops,
+run as control_plane/background.py loops (an unexpected error is logged with its traceback and the loop
+pauses, growing the pause up to a minute, so the app never dies and never spins). Stopping asks the loops
+to finish; an event being handled when that happens stays pending in the stream and is taken over by
+another replica (XAUTOCLAIM).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +14,7 @@ from shared.config import Settings
 from shared.encryption import EncryptionError, Keyring
 from shared.models import CertificateWanted
 
+from ..background import BackgroundLoops
 from ..services.certificates import CertificateService
 from ..store import Store
 from .issuer import Issuer, Outcome
@@ -24,11 +23,8 @@ from .workflow import WorkflowConsumer
 
 log = logging.getLogger(__name__)
 
-MAX_ERROR_PAUSE_SECONDS = 60.0
 # Retry scans are cheap (one HGETALL); this bounds how late a retry can run after its next_retry_at.
 MAX_RETRY_SCAN_INTERVAL_SECONDS = 30.0
-# Longer than one blocking XREADGROUP (WorkflowConsumer's block_seconds), so an idle consumer stops by itself.
-STOP_GRACE_SECONDS = 3.0
 
 
 class CertificateWorker:
@@ -47,8 +43,7 @@ class CertificateWorker:
             renew_before_seconds=self.issuer.renew_before_seconds,
             stale_after_seconds=settings.ACME_ORDER_TIMEOUT_SECONDS + 2 * settings.ACME_LOCK_LEASE_SECONDS,
         )
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = asyncio.Event()
+        self.loops = BackgroundLoops()
 
     async def handle(self, event: CertificateWanted) -> Outcome | None:
         name: str | None = event.cert_name
@@ -63,17 +58,10 @@ class CertificateWorker:
     def start(self) -> None:
         renewal_interval = self._settings.ACME_RENEWAL_CHECK_INTERVAL_SECONDS
         retry_interval = min(self._settings.ACME_RETRY_BASE_SECONDS / 2, MAX_RETRY_SCAN_INTERVAL_SECONDS)
-        self._tasks = [
-            asyncio.create_task(self._loop("acme-consumer", self._consume), name="acme-consumer"),
-            asyncio.create_task(
-                self._loop("acme-renewal-scan", self._periodic(renewal_interval, renewals=True)),
-                name="acme-renewal-scan",
-            ),
-            asyncio.create_task(
-                self._loop("acme-retry-scan", self._periodic(max(retry_interval, 0.5), renewals=False)),
-                name="acme-retry-scan",
-            ),
-        ]
+        self.loops.add("acme-consumer", self._consume)
+        self.loops.add("acme-renewal-scan", self._periodic(renewal_interval, renewals=True))
+        self.loops.add("acme-retry-scan", self._periodic(max(retry_interval, 0.5), renewals=False))
+        self.loops.start()
 
     async def stop(self) -> None:
         """Stop cooperatively first, then cancel what is still running after a grace period.
@@ -82,47 +70,17 @@ class CertificateWorker:
         cancellation races the client's own read timeout on Python 3.11), so the loops are asked to stop
         and get one blocking read's time to do so; only an order still in flight is cancelled.
         """
-        self._stopping.set()
-        if not self._tasks:
-            return
-        _done, pending = await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECONDS)
-        for task in pending:
-            task.cancel()
-        if pending:
-            _done, stuck = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
-            for task in stuck:
-                log.error("certificate worker task %s did not stop; abandoning it", task.get_name())
-        self._tasks = []
+        await self.loops.stop()
 
     async def _consume(self) -> None:
         await self.consumer.run_once()
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when the worker is asked to stop."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
-
     def _periodic(self, interval: float, *, renewals: bool) -> Callable[[], Awaitable[None]]:
         async def tick() -> None:
             await self.scheduler.scan(renewals=renewals, lock_seconds=interval * 0.9)
-            await self._pause(interval)
+            await self.loops.pause(interval)
 
         return tick
-
-    async def _loop(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
-        pause = 1.0
-        while not self._stopping.is_set():
-            try:
-                await step()
-                pause = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s failed; retrying in %.0fs", name, pause)
-                await self._pause(pause)
-                pause = min(pause * 2, MAX_ERROR_PAUSE_SECONDS)
 
 
 def start_certificate_worker(

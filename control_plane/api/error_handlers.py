@@ -20,6 +20,7 @@ from ..errors import (
     NotFound,
     StoreBusy,
     Unauthorized,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ _STATUS: dict[type[ControlPlaneError], int] = {
     Conflict: 409,
     InvalidInput: 422,
     StoreBusy: 503,
+    Unavailable: 503,
 }
 
 

@@ -9,6 +9,7 @@ become `ApiError` with one readable line.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,11 +102,37 @@ class ApiClient:
         try:
             response = self._http.request(method, path, json=json)
         except httpx.TransportError as exc:
-            raise ConnectionFailed(
-                f"cannot reach the control plane at {self._endpoint.url} ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise self._unreachable(exc) from exc
         if response.status_code >= 400:
             raise ApiError(response.status_code, error_message(response))
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def text(self, path: str, params: dict[str, Any]) -> str:
+        """A GET whose answer is text (service logs)."""
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, error_message(response))
+        return response.text
+
+    def stream_text(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        """A GET whose text answer keeps coming (`mhp service logs -f`), chunk by chunk as it arrives."""
+        try:
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError(response.status_code, error_message(response))
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: httpx.TransportError) -> ConnectionFailed:
+        return ConnectionFailed(
+            f"cannot reach the control plane at {self._endpoint.url} ({type(exc).__name__}: {exc})"
+        )

@@ -4,6 +4,10 @@
     mhp proxy  create|list|show|update|delete
     mhp route  create|list|show|update|delete
     mhp cert   create|create-multi|list|show|status|renew|convert-to-production|delete
+    mhp service create|list|show|update|delete|start|stop|restart|logs|stats, mhp service external ...
+    mhp port   list|check|allocate|release
+    (mhp oauth ..., mhp proxy auth|resource ... and mhp resources: see auth_commands.py; services and
+    ports: service_commands.py)
 
 Output is an aligned table, or the API's JSON with --json. Errors are one line on stderr; exit status 1 for
 an API error, 2 for a usage error, 3 when the control plane cannot be reached.
@@ -21,8 +25,10 @@ from urllib.parse import quote
 from . import render
 from .auth_commands import add_auth_commands
 from .client import ApiClient, CliError, resolve_endpoint
+from .service_commands import add_port_commands, add_service_commands
 
 TOKENS = "/api/v1/tokens/"
+GRANTS = ["public-ports", "host-network"]
 PROXIES = "/api/v1/proxy/targets/"
 ROUTES = "/api/v1/routes/"
 CERTIFICATES = "/api/v1/certificates/"
@@ -45,7 +51,12 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def tokens_create(api: ApiClient, args: argparse.Namespace) -> Any:
-    body = {"name": args.name, "cert_email": args.email or "", "zones": args.zone or []}
+    body = {
+        "name": args.name,
+        "cert_email": args.email or "",
+        "zones": args.zone or [],
+        "grants": args.grant or [],
+    }
     created = api.request("POST", TOKENS, body)
     if not args.json:
         render.note("The token is shown once; store it now.")
@@ -58,8 +69,10 @@ def tokens_update(api: ApiClient, args: argparse.Namespace) -> Any:
         body["cert_email"] = args.email
     if args.zone is not None or args.no_zones:
         body["zones"] = args.zone or []
+    if args.grant is not None or args.no_grants:
+        body["grants"] = args.grant or []
     if not body:
-        raise SystemExit("nothing to change: give --email, --zone or --no-zones")
+        raise SystemExit("nothing to change: give --email, --zone, --no-zones, --grant or --no-grants")
     return api.request("PUT", _item(TOKENS, args.name), body)
 
 
@@ -315,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mhp", description="Manage mcp-http-proxy through its REST API.")
     _add_common(parser, top=True)
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources}"
+        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources,service,port}"
     )
 
     def command(
@@ -347,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="DNS zone delegated to the token (repeatable): it may create names and wildcards only under it",
     )
+    sub.add_argument(
+        "--grant", action="append", choices=GRANTS, help="public-ports, host-network (repeatable)"
+    )
     command(tokens, "list", lambda api, a: api.request("GET", TOKENS), render.TOKEN_COLUMNS, many=True)
     sub = command(
         tokens, "show", lambda api, a: api.request("GET", _item(TOKENS, a.name)), render.TOKEN_COLUMNS
@@ -359,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--email")
     sub.add_argument("--zone", action="append", help="replace the delegated zones (repeatable; admin only)")
     sub.add_argument("--no-zones", action="store_true", help="remove every delegated zone (admin only)")
+    sub.add_argument(
+        "--grant", action="append", choices=GRANTS, help="replace the grants (repeatable; admin only)"
+    )
+    sub.add_argument("--no-grants", action="store_true", help="remove every grant (admin only)")
     sub = command(
         tokens,
         "delete",
@@ -399,18 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("id")
     _add_certificate_commands(groups, command)
     add_auth_commands(groups, proxy, command)
+    add_service_commands(groups, command)
+    add_port_commands(groups, command)
     return parser
 
 
 def _show(result: Any, args: argparse.Namespace) -> None:
+    if getattr(args, "printed", False):
+        return  # the command wrote its own output (service logs)
     if result is None:
         if not args.json:
-            nouns = {"tokens": "token", "cert": "certificate", "oauth": "OAuth client"}
+            nouns = {"tokens": "token", "cert": "certificate", "oauth": "OAuth client", "port": "port"}
             noun = nouns.get(args.group, args.group)
             target = next(
                 (
                     getattr(args, field)
-                    for field in ("name", "hostname", "id", "client_id")
+                    for field in ("name", "hostname", "id", "client_id", "port")
                     if getattr(args, field, None)
                 ),
                 "",

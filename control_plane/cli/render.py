@@ -17,6 +17,7 @@ TOKEN_COLUMNS: list[Column] = [
     ("NAME", "name"),
     ("CERT EMAIL", "cert_email"),
     ("ZONES", "zones"),
+    ("GRANTS", "grants"),
     ("CREATED BY", "created_by"),
     ("CREATED", "created_at"),
 ]
@@ -84,6 +85,98 @@ CERT_STATUS_COLUMNS: list[Column] = [
 ]
 
 
+SERVICE_COLUMNS: list[Column] = [
+    ("NAME", "name"),
+    ("IMAGE", "image_or_build"),
+    ("STATE", "status.state"),
+    ("WANTED", "desired_state"),
+    ("GEN", "generation"),
+    ("PORTS", "ports"),
+    ("PROXY", "auto_proxy"),
+    ("OWNER", "owner"),
+    ("ERROR", "status.error"),
+]
+SERVICE_DETAIL_COLUMNS: list[Column] = [
+    *SERVICE_COLUMNS[:6],
+    ("ENDPOINT", "endpoint"),
+    ("CONTAINER", "status.container_name"),
+    ("RESTARTS", "status.restart_count"),
+    ("HEALTH", "status.health"),
+    ("OOM", "status.oom_killed"),
+    ("EXIT", "status.exit_code"),
+    *SERVICE_COLUMNS[6:],
+]
+STATS_COLUMNS: list[Column] = [
+    ("NAME", "name"),
+    ("STATE", "state"),
+    ("CPU %", "cpu_percent"),
+    ("MEMORY", "memory"),
+    ("MEM %", "memory_percent"),
+    ("NET RX/TX", "network"),
+    ("BLOCK R/W", "block"),
+    ("PIDS", "pids"),
+    ("RESTARTS", "restarts"),
+    ("OOM", "oom_killed"),
+]
+EXTERNAL_SERVICE_COLUMNS: list[Column] = [
+    ("NAME", "name"),
+    ("URL", "url"),
+    ("OWNER", "owner"),
+    ("DESCRIPTION", "description"),
+]
+PORT_COLUMNS: list[Column] = [
+    ("PORT", "port"),
+    ("PROTO", "protocol"),
+    ("BIND", "bind"),
+    ("OWNER", "owner"),
+    ("SERVICE", "service"),
+    ("PURPOSE", "purpose"),
+]
+PORT_CHECK_COLUMNS: list[Column] = [
+    ("PORT", "port"),
+    ("PROTO", "protocol"),
+    ("AVAILABLE", "available"),
+    ("REASON", "reason"),
+]
+
+
+def human_bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GiB"
+
+
+def _lookup(row: dict[str, Any], field: str) -> Any:
+    value: Any = row
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _derived(row: dict[str, Any], field: str) -> str | None:
+    """Cells computed from several fields (services and their stats)."""
+    if field == "image_or_build":
+        build = row.get("build")
+        return str(row.get("image") or (f"build:{build['context']}" if isinstance(build, dict) else "-"))
+    if field == "ports" and isinstance(row.get("ports"), list):
+        return (
+            ", ".join(
+                f"{p['name']} {p['bind']}:{p['host_port']}->{p['container_port']}/{p['protocol']}"
+                for p in row["ports"]
+            )
+            or "-"
+        )
+    if field == "memory" and "memory_used_bytes" in row:
+        return f"{human_bytes(row['memory_used_bytes'])} / {human_bytes(row['memory_limit_bytes'])}"
+    if field == "network" and "network_rx_bytes" in row:
+        return f"{human_bytes(row['network_rx_bytes'])} / {human_bytes(row['network_tx_bytes'])}"
+    if field == "block" and "block_read_bytes" in row:
+        return f"{human_bytes(row['block_read_bytes'])} / {human_bytes(row['block_write_bytes'])}"
+    return None
+
+
 def _cell(row: dict[str, Any], field: str) -> Text:
     # Text, not str: user data such as a regex `[a-z]` or a description must never be read as rich markup.
     return Text(_format(row, field))
@@ -92,7 +185,10 @@ def _cell(row: dict[str, Any], field: str) -> Text:
 def _format(row: dict[str, Any], field: str) -> str:
     if field == "target":
         return str(row.get("target_url") or f"proxy:{row.get('target_proxy')}")
-    value = row.get(field)
+    derived = _derived(row, field)
+    if derived is not None:
+        return derived
+    value = _lookup(row, field)
     if (field.endswith("_at") or field in ("not_before", "not_after")) and isinstance(value, int | float):
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     if field == "methods" and isinstance(value, list):

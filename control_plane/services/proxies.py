@@ -6,6 +6,8 @@ Hostnames are unique across owners (409). Ordinary tokens see and change only th
 otherwise), and may claim only names services/hostname_claims.py allows them (no wildcards outside a zone
 the admin delegated, never the authorization server's host, nothing another owner's wildcard or zone holds).
 Deleting a proxy leaves routes that name it in place; such routes simply never match until it exists again.
+A target may be `service://NAME`: a service (managed or external) of the proxy's owner
+(services/service_refs.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
 from .hostname_claims import name_facts, own_zones, proxy_refusal
 from .owned import plan_delete, read_owned
+from .service_refs import check_service_target
 
 SERVER_SET_FIELDS = frozenset({"hostname", "owner", "created_at", "updated_at", "schema_version"})
 
@@ -125,33 +128,46 @@ class ProxyService:
         self._on_saved = on_saved
 
     async def create(self, principal: Principal, body: ProxyTargetCreate) -> ProxyTarget:
-        settings = body.model_dump(exclude={"hostname"})
-        proxy = _build(settings, hostname=body.hostname, owner=principal.owner, created_at=time.time())
-
-        check_target(self._targets, proxy.owner, proxy.target_url)
+        proxy = self.new_proxy(principal, body.hostname, body.model_dump(exclude={"hostname"}))
 
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
-            # Whether the caller may claim the name at all comes first: 403 whether or not it exists.
-            refusal = proxy_refusal(
-                principal,
-                await own_zones(reader, principal),
-                await name_facts(reader, proxy.hostname),
-                self._reserved,
-            )
-            if refusal is not None:
-                raise Forbidden(refusal)
-            if await reader.exists(store.proxies(), proxy.hostname):
-                raise Conflict(f"proxy {proxy.hostname!r} already exists")
-            write = ConfigWrite()
-            write.put(store.proxies(), proxy.hostname, proxy)
-            write.change("proxy", "created", proxy.hostname, proxy.owner)
-            return write
+            await check_service_target(reader, principal, proxy.target_url)
+            return await self.plan_create(reader, principal, proxy)
 
         await self._store.transact(plan)
+        await self.saved(proxy)
+        return proxy
+
+    def new_proxy(self, principal: Principal, hostname: str, settings: dict[str, Any]) -> ProxyTarget:
+        """A validated proxy owned by `principal`, its target checked (422); not stored yet."""
+        proxy = _build(settings, hostname=hostname, owner=principal.owner, created_at=time.time())
+        check_target(self._targets, proxy.owner, proxy.target_url)
+        return proxy
+
+    async def plan_create(self, reader: Reader, principal: Principal, proxy: ProxyTarget) -> ConfigWrite:
+        """The write that creates `proxy` (409 if the name exists, 403 if the name is not the principal's
+        to claim), for a caller that commits it, maybe with more (a service and its proxy go together)."""
+        # Whether the caller may claim the name at all comes first: 403 whether or not it exists.
+        refusal = proxy_refusal(
+            principal,
+            await own_zones(reader, principal),
+            await name_facts(reader, proxy.hostname),
+            self._reserved,
+        )
+        if refusal is not None:
+            raise Forbidden(refusal)
+        if await reader.exists(store.proxies(), proxy.hostname):
+            raise Conflict(f"proxy {proxy.hostname!r} already exists")
+        write = ConfigWrite()
+        write.put(store.proxies(), proxy.hostname, proxy)
+        write.change("proxy", "created", proxy.hostname, proxy.owner)
+        return write
+
+    async def saved(self, proxy: ProxyTarget) -> None:
+        """After a commit that created or changed `proxy` (certificates: request one for HTTPS)."""
         if self._on_saved is not None:
             await self._on_saved(proxy)
-        return proxy
 
     async def list(self, principal: Principal) -> list[ProxyTarget]:
         rows = await self._store.reader.all(store.proxies())
@@ -206,6 +222,7 @@ class ProxyService:
                 settings_of(current), hostname=name, owner=current.owner, created_at=current.created_at
             )
             check_target(self._targets, new.owner, new.target_url)
+            await check_service_target(reader, principal, new.target_url)
             result[:] = [new]
             write = ConfigWrite()
             write.put(store.proxies(), name, new)
@@ -213,8 +230,7 @@ class ProxyService:
             return write
 
         await self._store.transact(plan)
-        if self._on_saved is not None:
-            await self._on_saved(result[0])
+        await self.saved(result[0])
         return result[0]
 
 

@@ -4,7 +4,8 @@ Stored as `shared.models.Route` (regexes compiled at validation, 422 when invali
 way the data plane evaluates routes: priority descending, then id ascending.
 
 Ownership rules beyond "see and change only your own":
-- a route's `target_proxy` must exist (422 otherwise) and, for ordinary tokens, be their own (403);
+- a route's `target_proxy` must exist (422 otherwise) and, for ordinary tokens, be their own (403), and so
+  must a `service://NAME` target_url (services/service_refs.py);
 - ordinary tokens may not create `scope: global` routes (they would apply to every proxy, including other
   owners'); they scope routes to proxies they own, which must exist (422) and be theirs (403);
 - the admin, too, names only proxies that exist (422): a typo would otherwise be a route that never matches.
@@ -28,6 +29,7 @@ from ..principal import Principal, require_current
 from ..store import ConfigWrite, Reader, Store
 from .owned import plan_delete, read_owned
 from .proxies import check_target
+from .service_refs import check_service_target
 
 ROUTE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -71,6 +73,8 @@ def _build(settings: RouteSettings, *, route_id: str, owner: str, created_at: fl
 
 
 async def _check_references(reader: Reader, principal: Principal, route: Route) -> None:
+    if route.target_url is not None:
+        await check_service_target(reader, principal, route.target_url)
     if route.target_proxy is not None:
         proxy = await reader.get(store.proxies(), route.target_proxy)
         if proxy is None:

@@ -1,7 +1,8 @@
 """API tokens: create (secret shown once, only its SHA-256 stored), list, show, update, delete.
 
-Policy: only the admin token creates and deletes tokens and delegates DNS zones to them (`zones`, see
-services/hostname_claims.py); zones of two tokens never overlap (409). An ordinary token sees only its own
+Policy: only the admin token creates and deletes tokens, delegates DNS zones to them (`zones`, see
+services/hostname_claims.py) and grants them more than owning objects (`grants`: public port binds, the
+host network for services); zones of two tokens never overlap (409). An ordinary token sees only its own
 record and may change only its cert_email. Deleting a token deletes, in the same transaction, everything it
 owns (see cascade.py) and its zone delegations.
 The name `admin` is reserved: it is the owner value of objects made with ADMIN_TOKEN.
@@ -14,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.models import ADMIN_OWNER, TOKEN_NAME_PATTERN, ApiToken, ZoneDelegation
+from shared.models import ADMIN_OWNER, TOKEN_NAME_PATTERN, ApiToken, TokenGrant, ZoneDelegation
 from shared.secrets import new_api_token, token_sha256
 
 from .. import store
@@ -44,6 +45,10 @@ class TokenCreate(BaseModel):
         default_factory=list,
         description="DNS zones delegated to this token: it may create names (and wildcards) only under them",
     )
+    grants: list[TokenGrant] = Field(
+        default_factory=list,
+        description="public-ports: bind service ports on 0.0.0.0; host-network: services on the host network",
+    )
 
     @field_validator("name")
     @classmethod
@@ -59,11 +64,12 @@ class TokenCreate(BaseModel):
 
 
 class TokenUpdate(BaseModel):
-    """Fields left out keep their value. `zones` is admin-only."""
+    """Fields left out keep their value. `zones` and `grants` are admin-only."""
 
     model_config = ConfigDict(extra="forbid")
     cert_email: str | None = None
     zones: list[str] | None = None
+    grants: list[TokenGrant] | None = None
 
     @field_validator("cert_email")
     @classmethod
@@ -77,6 +83,7 @@ class TokenView(BaseModel):
     name: str
     cert_email: str
     zones: list[str]
+    grants: list[TokenGrant]
     created_at: float
     created_by: str
 
@@ -86,6 +93,7 @@ class TokenView(BaseModel):
             name=token.name,
             cert_email=token.cert_email,
             zones=token.zones,
+            grants=token.grants,
             created_at=token.created_at,
             created_by=token.created_by,
         )
@@ -109,6 +117,7 @@ class TokenService:
             token_sha256=digest,
             cert_email=body.cert_email,
             zones=body.zones,
+            grants=body.grants,
             created_by=principal.owner,
         )
 
@@ -146,6 +155,9 @@ class TokenService:
             if body.zones is not None:
                 principal.require_admin("delegate zones")
                 changes["zones"] = body.zones
+            if body.grants is not None:
+                principal.require_admin("change grants")
+                changes["grants"] = body.grants
             new = _validated(**{**current.model_dump(), **changes})
             updated[:] = [new]
             write = ConfigWrite()
@@ -171,6 +183,7 @@ class TokenService:
             return write
 
         await self._store.transact(plan)
+        await self._cascade.committed(name)
 
     @staticmethod
     async def _visible(reader: Reader, principal: Principal, name: str) -> ApiToken:

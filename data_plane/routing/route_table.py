@@ -9,7 +9,11 @@ the result.
 Semantics (shared contract): exact host first, else the longest `*.suffix` wildcard; among the proxy's
 applicable routes, highest priority first, ties by id ascending; first matching route wins, else the proxy's
 target. Routes match the normalised request path (protocol.request_target): a prefix on segment boundaries
-(`under_prefix`, the same rule public paths and scope rules use), a regex from the path's start."""
+(`under_prefix`, the same rule public paths and scope rules use), a regex from the path's start.
+A `service://NAME` target is resolved here, from the service endpoints of the same config version
+(service_targets.py); a proxy whose service is missing answers 503, a route whose service is missing is
+skipped. A URL an ordinary token wrote is `restricted` (checked at connect time); a managed service's
+address, found by the controller on a port it allocated, is not."""
 
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from data_plane.protocol.request_target import normalise_prefix, under_prefix
-from shared.models import ADMIN_OWNER, ProxyTarget, Route
+from data_plane.routing.service_targets import UnresolvedService, resolve_target
+from shared.models import ADMIN_OWNER, ProxyTarget, Route, ServiceEndpoint, service_reference
 from shared.route_pattern import InvalidRoutePattern, RoutePattern, compile_route_pattern
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,8 @@ class RouteTable:
 
 
 EMPTY_TABLE = RouteTable(version=0, exact={}, wildcards={})
+# The upstream of a proxy that is not served (its service is missing): never connected to.
+_UNAVAILABLE = Upstream(url="", tls=False, host="", port=0, host_header=b"", base_path="")
 
 
 class InvalidTarget(ValueError):
@@ -134,17 +141,28 @@ def _route_applies(route: Route, proxy: ProxyTarget) -> bool:
     return route.id not in proxy.disabled_route_ids
 
 
-def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRoute | None:
+def _upstream(url: str, owner: str, services: Mapping[str, ServiceEndpoint], *, restricted: bool) -> Upstream:
+    """The upstream of a target URL (service:// resolved). A managed service's address is never
+    restricted: the controller found it on a port it allocated, not a URL a tenant wrote."""
+    resolved = resolve_target(url, owner, services)
+    return parse_upstream(resolved.url, restricted=restricted and not resolved.trusted)
+
+
+def _compile_route(
+    route: Route, proxies: Mapping[str, ProxyTarget], services: Mapping[str, ServiceEndpoint]
+) -> CompiledRoute | None:
     restricted = route.owner != ADMIN_OWNER
     if route.target_url is not None:
-        upstream = parse_upstream(route.target_url, restricted=restricted)
+        upstream = _upstream(route.target_url, route.owner, services, restricted=restricted)
     else:
         target = proxies.get(route.target_proxy or "")
         if target is None:
             log.warning("route %s targets unknown proxy %s; skipped", route.id, route.target_proxy)
             return None
         # The URL is the target proxy's: restricted when either owner is an ordinary token.
-        upstream = parse_upstream(target.target_url, restricted=restricted or target.owner != ADMIN_OWNER)
+        upstream = _upstream(
+            target.target_url, target.owner, services, restricted=restricted or target.owner != ADMIN_OWNER
+        )
     regex = compile_route_pattern(route.path_pattern) if route.match == "regex" else None
     return CompiledRoute(
         id=route.id,
@@ -156,11 +174,19 @@ def _compile_route(route: Route, proxies: dict[str, ProxyTarget]) -> CompiledRou
     )
 
 
-def _proxy_entry(proxy: ProxyTarget, routes: tuple[CompiledRoute, ...]) -> ProxyEntry:
-    upstream = parse_upstream(proxy.target_url, restricted=proxy.owner != ADMIN_OWNER)
+def _proxy_entry(
+    proxy: ProxyTarget, routes: tuple[CompiledRoute, ...], services: Mapping[str, ServiceEndpoint]
+) -> ProxyEntry:
+    enabled = proxy.enabled
+    try:
+        upstream = _upstream(proxy.target_url, proxy.owner, services, restricted=proxy.owner != ADMIN_OWNER)
+    except UnresolvedService as exc:
+        # Served as unavailable (503) rather than as an unknown host: the name is the proxy's.
+        log.warning("proxy %s targets %s: %s; answering 503", proxy.hostname, proxy.target_url, exc)
+        upstream, enabled = _UNAVAILABLE, False
     return ProxyEntry(
         hostname=proxy.hostname,
-        enabled=proxy.enabled,
+        enabled=enabled,
         enable_http=proxy.enable_http,
         enable_https=proxy.enable_https,
         redirect_http=proxy.redirect_http_to_https,
@@ -206,32 +232,52 @@ class TableBuilder:
         self._global: set[str] = set()
         self._scoped: dict[str, set[str]] = {}  # hostname -> ids of routes scoped to it
         self._targeting: dict[str, set[str]] = {}  # proxy hostname -> ids of routes with target_proxy = it
+        self._services: dict[str, ServiceEndpoint] = {}
+        self._service_proxies: dict[str, set[str]] = {}  # service name -> hostnames of proxies targeting it
+        self._service_routes: dict[str, set[str]] = {}  # service name -> ids of routes targeting it
         self._exact: dict[str, ProxyEntry] = {}
         self._wildcards: dict[str, ProxyEntry] = {}
 
     def replace_all(
-        self, version: int, proxies: Iterable[ProxyTarget], routes: Iterable[Route]
+        self,
+        version: int,
+        proxies: Iterable[ProxyTarget],
+        routes: Iterable[Route],
+        services: Mapping[str, ServiceEndpoint] | None = None,
     ) -> RouteTable:
         self._reset()
-        return self.apply(version, {p.hostname: p for p in proxies}, {r.id: r for r in routes})
+        return self.apply(
+            version, {p.hostname: p for p in proxies}, {r.id: r for r in routes}, services or {}
+        )
 
     def apply(
         self,
         version: int,
         proxies: Mapping[str, ProxyTarget | None],
         routes: Mapping[str, Route | None],
+        services: Mapping[str, ServiceEndpoint | None] | None = None,
     ) -> RouteTable:
         """Apply changed objects (None = deleted) and return the table for `version`."""
         affected: set[str] = set()
         everything = False
-        for hostname, proxy in proxies.items():
-            if proxy is None:
-                self._proxies.pop(hostname, None)
+        for name, endpoint in (services or {}).items():
+            if endpoint is None:
+                self._services.pop(name, None)
             else:
+                self._services[name] = endpoint
+            affected |= self._service_proxies.get(name, set())
+        for hostname, proxy in proxies.items():
+            old_proxy = self._proxies.pop(hostname, None)
+            if old_proxy is not None:
+                _unlink(self._service_proxies, old_proxy.target_url, hostname)
+            if proxy is not None:
                 self._proxies[hostname] = proxy
+                _link(self._service_proxies, proxy.target_url, hostname)
             affected.add(hostname)
         recompile = set(routes)
-        for hostname in proxies:  # routes borrowing a changed proxy's target
+        for name in services or {}:  # routes naming a changed service
+            recompile |= self._service_routes.get(name, set())
+        for hostname in affected:  # routes borrowing a changed proxy's target (its service too)
             recompile |= self._targeting.get(hostname, set())
         for route_id in recompile:
             old = self._routes.get(route_id)
@@ -261,6 +307,8 @@ class TableBuilder:
     # ---- internals
 
     def _index(self, route: Route) -> None:
+        if route.target_url is not None:
+            _link(self._service_routes, route.target_url, route.id)
         if route.scope == "global":
             self._global.add(route.id)
         else:
@@ -270,6 +318,8 @@ class TableBuilder:
             self._targeting.setdefault(route.target_proxy, set()).add(route.id)
 
     def _unindex(self, route: Route) -> None:
+        if route.target_url is not None:
+            _unlink(self._service_routes, route.target_url, route.id)
         self._global.discard(route.id)
         for hostname in route.proxy_hostnames:
             self._scoped.get(hostname, set()).discard(route.id)
@@ -278,8 +328,8 @@ class TableBuilder:
 
     def _compile(self, route: Route) -> CompiledRoute | None:
         try:
-            return _compile_route(route, self._proxies)
-        except (InvalidTarget, InvalidRoutePattern) as exc:
+            return _compile_route(route, self._proxies, self._services)
+        except (InvalidTarget, InvalidRoutePattern, UnresolvedService) as exc:
             log.warning("route %s skipped: %s", route.id, exc)
             return None
 
@@ -297,15 +347,32 @@ class TableBuilder:
             key=_evaluation_order,
         )
         try:
-            entries[key] = _proxy_entry(proxy, tuple(applicable))
+            entries[key] = _proxy_entry(proxy, tuple(applicable), self._services)
         except InvalidTarget as exc:
             log.warning("proxy %s skipped: %s", hostname, exc)
             entries.pop(key, None)
 
 
-def build_table(version: int, proxies: Iterable[ProxyTarget], routes: Iterable[Route]) -> RouteTable:
+def _link(index: dict[str, set[str]], url: str, user: str) -> None:
+    reference = service_reference(url)
+    if reference is not None:
+        index.setdefault(reference[0], set()).add(user)
+
+
+def _unlink(index: dict[str, set[str]], url: str, user: str) -> None:
+    reference = service_reference(url)
+    if reference is not None:
+        index.get(reference[0], set()).discard(user)
+
+
+def build_table(
+    version: int,
+    proxies: Iterable[ProxyTarget],
+    routes: Iterable[Route],
+    services: Mapping[str, ServiceEndpoint] | None = None,
+) -> RouteTable:
     """Compile validated models into a table. Rows that cannot compile are skipped and logged."""
-    return TableBuilder().replace_all(version, proxies, routes)
+    return TableBuilder().replace_all(version, proxies, routes, services)
 
 
 def normalise_host(raw: bytes) -> str:

@@ -28,13 +28,14 @@ class ChangeSet:
     proxies: frozenset[str]
     routes: frozenset[str]
     auth: frozenset[str]  # hostnames whose proxy-auth or proxy-resources row changed
+    services: frozenset[str]  # names whose service endpoint (where service://NAME goes) may have changed
     certificates: bool
     last_id: str  # stream id of the last entry
     last_version: int
 
     @property
-    def names(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-        return self.proxies, self.routes, self.auth
+    def names(self) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
+        return self.proxies, self.routes, self.auth, self.services
 
 
 def collect(entries: Iterable[tuple[str, dict[str, str]]], *, after_version: int) -> ChangeSet | None:
@@ -43,6 +44,7 @@ def collect(entries: Iterable[tuple[str, dict[str, str]]], *, after_version: int
     proxies: set[str] = set()
     routes: set[str] = set()
     auth: set[str] = set()
+    services: set[str] = set()
     certificates = False
     version = after_version
     last_id = ""
@@ -62,10 +64,20 @@ def collect(entries: Iterable[tuple[str, dict[str, str]]], *, after_version: int
             routes.add(event.name)
         elif event.kind == "auth":
             auth.add(event.name)
+        elif event.kind == "service":
+            services.add(event.name)
         elif event.kind == "certificate":
             certificates = True
         elif event.kind not in _IGNORED:
             return None
     if not last_id:
         raise ValueError("collect needs at least one entry")
-    return ChangeSet(frozenset(proxies), frozenset(routes), frozenset(auth), certificates, last_id, version)
+    return ChangeSet(
+        frozenset(proxies),
+        frozenset(routes),
+        frozenset(auth),
+        frozenset(services),
+        certificates,
+        last_id,
+        version,
+    )

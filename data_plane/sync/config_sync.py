@@ -29,9 +29,16 @@ from data_plane.auth.auth_table import AuthBuilder
 from data_plane.routing.route_table import TableBuilder
 from data_plane.runtime import Runtime
 from data_plane.sync.changes import collect
-from data_plane.sync.snapshot import parse_rows, read_all, read_changes, read_revocation_state, read_version
+from data_plane.sync.snapshot import (
+    parse_rows,
+    present,
+    read_all,
+    read_changes,
+    read_revocation_state,
+    read_version,
+)
 from shared import keys
-from shared.models import ProxyTarget, Route
+from shared.models import ProxyTarget, Route, ServiceEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,11 @@ class ConfigLoader:
             runtime.metrics.count_reload("failure")
             raise
         try:
-            proxies = parse_rows(ProxyTarget, snapshot.proxies, "proxy")
-            routes = parse_rows(Route, snapshot.routes, "route")
             table = self._tables.replace_all(
                 snapshot.version,
-                (p for p in proxies.values() if p is not None),
-                (r for r in routes.values() if r is not None),
+                present(parse_rows(ProxyTarget, snapshot.proxies, "proxy")).values(),
+                present(parse_rows(Route, snapshot.routes, "route")).values(),
+                present(parse_rows(ServiceEndpoint, snapshot.services, "service endpoint")),
             )
             auth = self._auth.replace_all(snapshot.auth, snapshot.resources, snapshot.jwks)
         except Exception:
@@ -120,16 +126,18 @@ class ConfigLoader:
         routes: dict[str, str | None] = {}
         auth: dict[str, str | None] = {}
         resources: dict[str, str | None] = {}
-        wanted: tuple[frozenset[str], ...] = (frozenset(), frozenset(), frozenset())
+        services: dict[str, str | None] = {}
+        wanted: tuple[frozenset[str], ...] = (frozenset(), frozenset(), frozenset(), frozenset())
         certificates = False
         for _ in range(MAX_CHANGE_READS):
             read = await read_changes(
-                runtime.redis, cursor, proxies=wanted[0], routes=wanted[1], auth=wanted[2]
+                runtime.redis, cursor, proxies=wanted[0], routes=wanted[1], auth=wanted[2], services=wanted[3]
             )
             proxies.update(read.proxies)
             routes.update(read.routes)
             auth.update(read.auth)
             resources.update(read.resources)
+            services.update(read.services)
             if not read.entries:
                 # Nothing happened since the rows were read: they are the state of `version`, unless the
                 # version moved without an event (a gap only a full reload can close).
@@ -146,7 +154,10 @@ class ConfigLoader:
         if version == runtime.table.version:
             return True  # a wake-up for a version already applied
         table = self._tables.apply(
-            version, parse_rows(ProxyTarget, proxies, "proxy"), parse_rows(Route, routes, "route")
+            version,
+            parse_rows(ProxyTarget, proxies, "proxy"),
+            parse_rows(Route, routes, "route"),
+            parse_rows(ServiceEndpoint, services, "service endpoint"),
         )
         tables = self._auth.apply(auth, resources, read.jwks)
         for reason in tables.skipped:

@@ -1,9 +1,10 @@
 """Read the routing and protection configuration from Redis: all of it, or only what changed.
 
 `read_all`: one MULTI (GET config version, the last id of the changes stream, HGETALL proxies, routes,
-proxy-auth, proxy-resources, GET JWKS, ZRANGE revoked jtis) gives a consistent snapshot: a proxy and its
-protection always come from the same version, so a request can never reach a just-protected proxy
-unchecked; the stream id is the cursor the next piecewise read starts after.
+proxy-auth, proxy-resources, service endpoints, GET JWKS, ZRANGE revoked jtis) gives a consistent snapshot: a
+proxy and its protection always come from the same version, so a request can never reach a just-protected
+proxy unchecked, and a `service://NAME` target resolves against the endpoints of that same version; the
+stream id is the cursor the next piecewise read starts after.
 
 `read_changes`: one MULTI reads the entries after a cursor (data_plane.sync.changes says what they name) and,
 in the same transaction, the current rows of the names the caller asks for, the version and the JWKS. The
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from data_plane.auth.revocations import RevokedTokens
 from data_plane.routing.route_table import RouteTable, build_table
 from shared import keys
-from shared.models import ProxyTarget, Route
+from shared.models import ProxyTarget, Route, ServiceEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class FullRead:
     routes: dict[str, str]
     auth: dict[str, str]
     resources: dict[str, str]
+    services: dict[str, str]
     jwks: str | None
     revoked: RevokedTokens
 
@@ -64,7 +66,8 @@ async def read_all(redis: aioredis.Redis) -> FullRead:
         pipe.hgetall(proxy_resources)
         pipe.get(keys.oauth_jwks())
         pipe.zrange(keys.oauth_revoked_jtis(), 0, -1, withscores=True)
-        version, newest, proxies, routes, auth, resources, jwks, revoked = await pipe.execute()
+        pipe.hgetall(keys.service_endpoints())
+        version, newest, proxies, routes, auth, resources, jwks, revoked, services = await pipe.execute()
     return FullRead(
         version=int(version) if version else 0,
         cursor=newest[0][0] if newest else "0-0",
@@ -72,6 +75,7 @@ async def read_all(redis: aioredis.Redis) -> FullRead:
         routes=routes,
         auth=auth,
         resources=resources,
+        services=services,
         jwks=jwks,
         revoked=RevokedTokens.from_entries(revoked, now=time.time()),
     )
@@ -85,6 +89,7 @@ class ChangeRead:
     routes: dict[str, str | None]
     auth: dict[str, str | None]
     resources: dict[str, str | None]
+    services: dict[str, str | None]
     jwks: str | None
 
 
@@ -95,14 +100,20 @@ async def read_changes(
     proxies: Collection[str] = (),
     routes: Collection[str] = (),
     auth: Collection[str] = (),
+    services: Collection[str] = (),
 ) -> ChangeRead:
     proxy_auth, proxy_resources = keys.auth_config_keys()
     wanted = ((keys.proxies(), list(proxies)), (keys.routes(), list(routes)))
-    auth_names = list(auth)
+    auth_names, service_names = list(auth), list(services)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.get(keys.config_version())
         pipe.xrange(keys.changes_stream(), min=f"({cursor}")
-        for key, names in (*wanted, (proxy_auth, auth_names), (proxy_resources, auth_names)):
+        for key, names in (
+            *wanted,
+            (proxy_auth, auth_names),
+            (proxy_resources, auth_names),
+            (keys.service_endpoints(), service_names),
+        ):
             if names:
                 pipe.hmget(key, names)
         pipe.get(keys.oauth_jwks())
@@ -120,6 +131,7 @@ async def read_changes(
         routes=fetched(wanted[1][1]),
         auth=fetched(auth_names),
         resources=fetched(auth_names),
+        services=fetched(service_names),
         jwks=results[-1],
     )
 
@@ -149,9 +161,17 @@ def parse_rows(model: type[M], rows: Mapping[str, str | None], what: str) -> dic
     return out
 
 
-def compile_snapshot(version: int, raw_proxies: dict[str, str], raw_routes: dict[str, str]) -> RouteTable:
-    proxies = parse_rows(ProxyTarget, raw_proxies, "proxy")
-    routes = parse_rows(Route, raw_routes, "route")
-    return build_table(
-        version, (p for p in proxies.values() if p is not None), (r for r in routes.values() if r is not None)
-    )
+def present(rows: Mapping[str, M | None]) -> dict[str, M]:
+    return {name: row for name, row in rows.items() if row is not None}
+
+
+def compile_snapshot(
+    version: int,
+    raw_proxies: dict[str, str],
+    raw_routes: dict[str, str],
+    raw_services: dict[str, str] | None = None,
+) -> RouteTable:
+    proxies = present(parse_rows(ProxyTarget, raw_proxies, "proxy"))
+    routes = present(parse_rows(Route, raw_routes, "route"))
+    services = present(parse_rows(ServiceEndpoint, raw_services or {}, "service endpoint"))
+    return build_table(version, proxies.values(), routes.values(), services)

@@ -113,7 +113,14 @@ def auth_control_plane(
         OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS="true",
         SSL_CERT_FILE=str(documents.cert_path),
     )
-    service = start_control_plane(env, port, tmp_path_factory.mktemp("auth_control_plane"))
+    log_dir = tmp_path_factory.mktemp("auth_control_plane")
+    env.update(
+        # The services API is on, but its engine socket does not exist: the authorization matrix asks who may
+        # do what with services and ports, which needs no engine (tests/docker runs them on a real dockerd).
+        DOCKER_URL=f"unix://{log_dir}/no-engine.sock",
+        DOCKER_IMAGE_ALLOWLIST="docker.io/mhp-test/",
+    )
+    service = start_control_plane(env, port, log_dir)
     try:
         yield RunningControlPlane(url=f"http://127.0.0.1:{port}", service=service, env=env)
     finally:

@@ -29,6 +29,9 @@ from .oauth_flow import register
 pytestmark = [pytest.mark.auth, pytest.mark.slow]
 
 PUBLIC = "http://93.184.216.34"
+# Services in the matrix never run: the control plane's engine socket does not exist (auth_control_plane),
+# so they stay pending; every row is about who may ask, which needs no engine.
+MATRIX_IMAGE = "mhp-test/busybox:matrix"
 COLUMNS = ("admin", "owner", "other token", "no token")
 
 
@@ -115,8 +118,16 @@ async def build_world(http: httpx.AsyncClient) -> World:
             headers=ADMIN,
         )
     )
+    service = {"name": f"s-{n}", "image": MATRIX_IMAGE, "network_mode": "none", "pull": "never"}
+    await _ok(await http.post("/api/v1/services/", json=service, headers=tokens["owner"]))
+    external = {"name": f"e-{n}", "url": PUBLIC}
+    await _ok(await http.post("/api/v1/services/external/", json=external, headers=tokens["owner"]))
+    port = await _ok(await http.post("/api/v1/ports/", json={"purpose": "matrix"}, headers=tokens["owner"]))
     names = {
         "name": f"owner-{n}",
+        "service_name": f"s-{n}",
+        "external_name": f"e-{n}",
+        "port": str(port["port"]),
         "hostname": host,
         "route_id": f"r-{n}",
         "cert_name": f"c-{n}",
@@ -145,6 +156,12 @@ def _create_body(path: str, world: World, column: str) -> dict[str, Any]:
         }
     if path == "/api/v1/oauth/clients/":
         return {"client_name": "made", "redirect_uris": ["https://app.example/cb"]}
+    if path == "/api/v1/services/":
+        return {"name": f"made-{unique}", "image": MATRIX_IMAGE, "network_mode": "none", "pull": "never"}
+    if path == "/api/v1/services/external/":
+        return {"name": f"made-{unique}", "url": PUBLIC}
+    if path == "/api/v1/ports/":
+        return {"purpose": "matrix"}
     raise AssertionError(f"no create body for {path}")
 
 
@@ -159,6 +176,10 @@ def _update_body(path: str) -> dict[str, Any] | None:
         return {"path": "/v2/mcp"}
     if path == "/api/v1/routes/{route_id}":
         return {"path_pattern": "/z", "target_url": PUBLIC, "scope": "proxies", "proxy_hostnames": ["HOST"]}
+    if path == "/api/v1/services/{service_name}":
+        return {"image": MATRIX_IMAGE, "network_mode": "none", "pull": "never", "memory_limit": "64m"}
+    if path == "/api/v1/services/external/{external_name}":
+        return {"url": PUBLIC, "description": "moved"}
     return None
 
 
@@ -177,7 +198,11 @@ async def perform(
     elif row.method == "POST" and row.path.endswith("/"):
         body = _create_body(row.path, world, column)
     elif row.method == "PATCH":
-        body = {"read_timeout_seconds": 30}
+        body = (
+            {"memory_limit": "64m"}
+            if row.path.startswith("/api/v1/services/")
+            else {"read_timeout_seconds": 30}
+        )
     elif row.method == "PUT":
         body = _update_body(row.path)
         if body is not None and "proxy_hostnames" in body:

@@ -26,7 +26,7 @@ async def test_token_lifecycle(api: httpx.AsyncClient, redis_client: aioredis.Re
 
     listing = (await api.get(TOKENS, headers=ADMIN)).json()
     assert [t["name"] for t in listing] == ["alice"]
-    assert set(listing[0]) == {"name", "cert_email", "zones", "created_at", "created_by"}
+    assert set(listing[0]) == {"name", "cert_email", "zones", "grants", "created_at", "created_by"}
 
     shown = await api.get(f"{TOKENS}alice", headers=ADMIN)
     assert shown.status_code == 200 and shown.json()["cert_email"] == "alice@example.com"

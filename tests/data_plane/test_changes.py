@@ -21,11 +21,12 @@ def test_names_by_kind_and_the_cursor_of_the_last_entry() -> None:
         entry(3, 9, "route", "r1"),
         entry(4, 10, "certificate", "c"),
         entry(5, 11, "token", "alice"),  # a token's own record: nothing to re-read
+        entry(6, 12, "service", "svc"),  # where service://svc goes
     ]
     changes = collect(entries, after_version=7)
     assert changes is not None
-    assert (changes.proxies, changes.routes, changes.auth) == ({"a.test"}, {"r1"}, {"a.test"})
-    assert changes.certificates and (changes.last_id, changes.last_version) == ("5-0", 11)
+    assert changes.names == ({"a.test"}, {"r1"}, {"a.test"}, {"svc"})
+    assert changes.certificates and (changes.last_id, changes.last_version) == ("6-0", 12)
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,8 @@ def test_names_by_kind_and_the_cursor_of_the_last_entry() -> None:
         [entry(1, 9, "proxy", "a.test")],  # the first is not the next version (trimmed, or a silent bump)
         [entry(1, 8, "proxy", "a.test"), entry(2, 10, "proxy", "b.test")],  # a version skipped
         [entry(1, 7, "proxy", "a.test")],  # a version already applied again
-        [entry(1, 8, "service", "svc")],  # a kind this data plane cannot apply piecewise
+        # a kind this data plane does not know (a newer control plane): it cannot apply it piecewise
+        [("1-0", {**entry(1, 8, "proxy", "a.test")[1], "kind": "console"})],
         [("1-0", {"version": "8", "kind": "proxy"})],  # an entry that does not parse
     ],
 )
