@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -32,8 +32,15 @@ from data_plane.routing.route_table import EMPTY_TABLE, RouteTable
 from data_plane.tls.cert_store import CertificateStore
 from shared.config import Settings
 
-if TYPE_CHECKING:
-    from data_plane.io.client_connection import ClientConnection
+
+class ServedConnection(Protocol):
+    """What shutdown does with an open client connection (io.client_connection implements it)."""
+
+    def close_if_idle(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -48,7 +55,7 @@ class Runtime:
     table: RouteTable = EMPTY_TABLE
     redis_connected: bool = False
     draining: bool = False
-    connections: set[ClientConnection] = field(default_factory=set)
+    connections: set[ServedConnection] = field(default_factory=set)
     # None: protected, but its config row is unreadable (fail closed with 503).
     auth_policies: Mapping[str, ProxyAccessPolicy | None] = field(default_factory=dict)
     auth_keys: KeySet = field(default_factory=lambda: KeySet({}))

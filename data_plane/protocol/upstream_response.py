@@ -115,6 +115,7 @@ class ResponseParser:
         self._head_fed = 0
         self._heads_seen = 0
         self._started = False
+        # What the llhttp callbacks of the current receive_data call produced.
         self.events: list[ResponseEvent] = []
         self.state = ParseState.HEAD
         self.framing = Framing.NONE
@@ -124,10 +125,15 @@ class ResponseParser:
     # Feeding -------------------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[ResponseEvent]:
-        """Parse `data`; returns the events it completed (also appended to `events` until taken).
-        Raises UpstreamProtocolError (then `state` is FAILED)."""
+        """Parse `data`; returns the events it completed. Raises UpstreamProtocolError (then `state` is
+        FAILED)."""
+        events: list[ResponseEvent] = []
+        self.events = events
         state = self.state
-        if state is ParseState.DONE or state is ParseState.SWITCHED:
+        if state is ParseState.SWITCHED:
+            self.switched_rest += data  # another protocol's bytes, for whoever takes over
+            return []
+        if state is ParseState.DONE:
             if data.strip(b"\r\n"):
                 self.trailing = True
             return []
@@ -143,7 +149,6 @@ class ResponseParser:
             self._head_fed += len(data)
             if self._head_bytes is not None:
                 self._head_bytes += data
-        before = len(self.events)
         try:
             self._llhttp.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -163,25 +168,19 @@ class ResponseParser:
         if self.state is ParseState.HEAD and self._head_fed > self._max_head_bytes:
             # Counted while the head is incomplete: a head that never ends is refused at the bound.
             self._fail(f"response head larger than {self._max_head_bytes} bytes")
-        return self.events[before:]
+        return events
 
     def receive_eof(self) -> list[ResponseEvent]:
         """The upstream closed its side. Ends a close-delimited body; anywhere else mid-response it is an
         error (UpstreamProtocolError)."""
         if self.state is ParseState.BODY and self.framing is Framing.UNTIL_CLOSE:
             self.state = ParseState.DONE
-            self.events.append(RESPONSE_END)
             return [RESPONSE_END]
         if self.state is ParseState.DONE or self.state is ParseState.SWITCHED:
             return []
         where = "before a complete response head" if self.state is ParseState.HEAD else "mid-body"
         self.state = ParseState.FAILED
         raise UpstreamProtocolError(f"connection closed {where}")
-
-    def take_events(self) -> list[ResponseEvent]:
-        events = self.events
-        self.events = []
-        return events
 
     @property
     def reusable(self) -> bool:
