@@ -197,9 +197,14 @@ class Stream(asyncio.Protocol):
             also_flush.flush()
         if self.link is Link.CLOSED:
             raise ChannelClosed("connection closed")
+        await self._await_reader(timeout_seconds, resume=True)
+
+    async def _await_reader(self, timeout_seconds: float | None, *, resume: bool) -> None:
+        """Wait until `_wake_reader` (ChannelTimeout after `timeout_seconds`); `resume` turns reading on."""
         waiter: asyncio.Future[None] = self.loop.create_future()
         self._read_waiter = waiter
-        self.resume_reading()
+        if resume:
+            self.resume_reading()
         if timeout_seconds is None:
             await waiter
             return

@@ -215,20 +215,8 @@ class UpstreamConnection(Stream):
             sink.feed_from(None)
 
     async def _wait_streaming(self, timeout_seconds: float | None) -> None:
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self._read_waiter = waiter
-        if not self._sink_paused():
-            self.resume_reading()
-        if timeout_seconds is None:
-            await waiter
-            return
-        timer = self.loop.call_later(timeout_seconds, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            if self._read_waiter is waiter:
-                self._read_waiter = None
+        # Reading stays paused while the client's buffer is full (its drain resumes it).
+        await self._await_reader(timeout_seconds, resume=not self._sink_paused())
 
     def _sink_paused(self) -> bool:
         sink = self._sink
@@ -282,8 +270,3 @@ class UpstreamConnection(Stream):
     def start_tunnel(self, peer: Stream) -> None:
         self.phase = Phase.TUNNEL
         super().start_tunnel(peer)
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(ChannelTimeout("read timed out"))

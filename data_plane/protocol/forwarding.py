@@ -283,7 +283,7 @@ def client_response_headers(
 
 
 def serialise_head(start_line: bytes, headers: Headers) -> bytes | None:
-    """The wire form of a request head (start line without CRLF, then the headers), or None if it is unsafe.
+    """The wire form of a head (start line without CRLF, then the headers), or None if it is unsafe.
 
     h11 would validate every name and value again; ours were validated already (by h11's parser on the way
     in, by the models for configured headers), so a byte join is enough. The line count proves the

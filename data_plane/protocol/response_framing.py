@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_plane.protocol.answers import status_line
+from data_plane.protocol.forwarding import serialise_head
 from data_plane.protocol.upstream_response import Framing
 
 Headers = list[tuple[bytes, bytes]]
@@ -78,13 +78,8 @@ def _connection(headers: Headers, keep_alive: bool) -> Headers:
 
 def head_bytes(status: int, reason: bytes, headers: Headers) -> bytes:
     """The wire form of a response head. Raises UnsafeHead if a value would add a line."""
-    parts = [status_line(status, reason)]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    wire = b"".join(parts)
-    lines = len(headers) + 2
-    if wire.count(b"\n") != lines or wire.count(b"\r") != lines:
+    wire = serialise_head(b"HTTP/1.1 %d %s" % (status, reason), headers)
+    if wire is None:
         raise UnsafeHead("a response header value holds CR or LF")
     return wire
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 import redis
 
+from tests.data_plane.backends import RawUpstream
 from tests.data_plane.conftest import DataPlane
 from tests.data_plane.helpers import configure, proxy_to
-from tests.harness.services import free_port
 
 pytestmark = pytest.mark.proxy
 
@@ -30,29 +29,14 @@ BAD = {
 }
 
 
-class CannedUpstream:
+class CannedUpstream(RawUpstream):
     """Answers each request on a keep-alive connection with the canned bytes its path names."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.connections_accepted = 0
         self.connections_closed_by_peer = 0
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections_accepted += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
+    def _exchanges(self, sock: socket.socket) -> None:
         buffer = b""
         try:
             while True:
@@ -67,8 +51,7 @@ class CannedUpstream:
                 sock.sendall(BAD.get(path, GOOD))
         except OSError:
             self.connections_closed_by_peer += 1
-        finally:
-            sock.close()
+            raise
 
 
 @pytest.fixture
