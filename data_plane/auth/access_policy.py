@@ -14,6 +14,9 @@ from shared.models import ProxyAuthConfig, ProxyResource
 from .protected_resource import PRM_WELL_KNOWN
 from .token_verifier import Identity, TokenRequirements
 
+# Identity header values must not carry control characters: removed (str.translate: one C pass).
+_CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), 0x7F])
+
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
 
@@ -110,7 +113,7 @@ class ProxyAccessPolicy:
         # Header values must not carry control characters (they come from GitHub via our token). A field the
         # token does not have (a machine client has no login) is left out rather than sent empty.
         return [
-            (header, "".join(ch for ch in values[field] if ch >= " " and ch != "\x7f"))
+            (header, values[field].translate(_CONTROL_CHARACTERS))
             for header, field in self.identity_headers
             if values[field]
         ]
