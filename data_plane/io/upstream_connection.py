@@ -75,7 +75,10 @@ class UpstreamConnection(Stream):
         self.bytes_received = 0
         self.request_sent = False
         self._chunked_out = chunked
-        self._parser = ResponseParser(method, max_head_bytes=self.max_head_bytes)
+        if self._parser is None:
+            self._parser = ResponseParser(method, max_head_bytes=self.max_head_bytes)
+        else:
+            self._parser.next_response(method)
         self._events = []
         self._error = None
         self.queue(head)
@@ -264,7 +267,6 @@ class UpstreamConnection(Stream):
         """Into the pool: reading stays on, so a close or a stray byte is noticed at once."""
         self.phase = Phase.POOL
         self.idle_since = now
-        self._parser = None
         self.resume_reading()
 
     def start_tunnel(self, peer: Stream) -> None:

@@ -7,10 +7,12 @@ and llhttp lacks, so the parser is never more lenient than h11 (tests/data_plane
 feeds both the same bytes): only `Transfer-Encoding: chunked` (once), HTTP/1.0 or 1.1, a reason phrase of
 visible bytes, a bounded head, trailing whitespace stripped from values, nothing before the status line.
 
-Events, in order: `Informational` (1xx; a 101 ends the HTTP part and `switched_rest` holds what followed it),
-then one `ResponseHead`, `BodyData` pieces and `ResponseEnd`. llhttp cannot be told that the request was
-HEAD, so for HEAD the parser stops at the final head itself. Bytes after the end of the response (not a
-stray CRLF, which RFC 9112 lets a recipient ignore) set `trailing`: that connection must not be reused.
+Events, in order: `Informational` (1xx; a 101 ends the HTTP part and `switched_rest` holds what followed
+it), then one `ResponseHead`, `BodyData` pieces and `ResponseEnd` (NamedTuples: immutable, and cheap to build
+per response and per body piece). llhttp cannot be told that the request was HEAD, so for HEAD the parser
+stops at the final head itself. Bytes after the end of the response (not a stray CRLF, which RFC 9112 lets a
+recipient ignore) set `trailing`: that connection must not be reused. One parser serves a keep-alive
+connection's responses in turn (`next_response`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import httptools
 
@@ -31,8 +34,7 @@ class UpstreamProtocolError(Exception):
     """The upstream's bytes are not a response we accept; the connection is unusable."""
 
 
-@dataclass(frozen=True, slots=True)
-class Informational:
+class Informational(NamedTuple):
     status: int
     reason: bytes
     headers: Headers
@@ -45,8 +47,7 @@ class Framing(enum.Enum):
     NONE = "none"  # HEAD, 204, 304: the head is the whole response
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
+class ResponseHead(NamedTuple):
     status: int
     reason: bytes
     headers: Headers  # lower-case names, values without surrounding whitespace, in arrival order
@@ -56,8 +57,7 @@ class ResponseHead:
     content_length: int  # -1 unless framing is LENGTH
 
 
-@dataclass(frozen=True, slots=True)
-class BodyData:
+class BodyData(NamedTuple):
     data: bytes
 
 
@@ -92,6 +92,7 @@ class ResponseParser:
         "_headers",
         "_heads_seen",
         "_llhttp",
+        "_llhttp_clean",
         "_max_head_bytes",
         "_method",
         "_reason",
@@ -104,9 +105,22 @@ class ResponseParser:
     )
 
     def __init__(self, request_method: bytes, *, max_head_bytes: int = 65536) -> None:
-        self._method = request_method
         self._max_head_bytes = max_head_bytes
         self._llhttp = httptools.HttpResponseParser(self)
+        self._llhttp_clean = True
+        self._reset(request_method)
+
+    def next_response(self, request_method: bytes) -> None:
+        """Parse the response to the next request on the same connection (after a `reusable` one). llhttp is
+        kept when it ended the last response itself, so it stands at a message boundary; otherwise (it was
+        stopped for HEAD, or failed) a fresh one takes over."""
+        if not self._llhttp_clean or self.state is not ParseState.DONE:
+            self._llhttp = httptools.HttpResponseParser(self)
+            self._llhttp_clean = True
+        self._reset(request_method)
+
+    def _reset(self, request_method: bytes) -> None:
+        self._method = request_method
         self._headers: Headers = []
         self._reason = b""
         self._head_size = 0
@@ -154,9 +168,11 @@ class ResponseParser:
         except httptools.HttpParserUpgrade as upgrade:
             offset = int(upgrade.args[0])
             self.switched_rest = data[offset:]
+            self._llhttp_clean = False  # another protocol follows; never reused for HTTP
         except _Stop:  # pragma: no cover - httptools wraps callback errors; kept for clarity
-            pass
+            self._llhttp_clean = False
         except httptools.HttpParserError as exc:
+            self._llhttp_clean = False
             if self.state is ParseState.DONE:
                 # llhttp was stopped on purpose (HEAD), or met bytes after the end.
                 pass

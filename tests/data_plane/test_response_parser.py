@@ -107,8 +107,13 @@ def _h(event: Any) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((name, value) for name, value in event.headers)
 
 
-def by_ours(method: bytes, upgrade: bool, chunks: list[bytes]) -> Meaning | str:
-    parser = ResponseParser(method, max_head_bytes=MAX_HEAD)
+def by_ours(
+    method: bytes, upgrade: bool, chunks: list[bytes], parser: ResponseParser | None = None
+) -> Meaning | str:
+    if parser is None:
+        parser = ResponseParser(method, max_head_bytes=MAX_HEAD)
+    else:
+        parser.next_response(method)
     interim: list[tuple[int, tuple[tuple[bytes, bytes], ...]]] = []
     head: ResponseHead | None = None
     body = b""
@@ -405,3 +410,39 @@ def responses(draw: st.DrawFn) -> tuple[bytes, bytes]:
 def test_generated_responses_same_meaning_or_stricter(case: tuple[bytes, bytes], seed: int) -> None:
     response, method = case
     check(response, method, False, seed)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(responses(), responses(), st.integers(0, 2**32))
+def test_a_kept_alive_parser_reads_the_next_response_as_a_fresh_one(
+    first: tuple[bytes, bytes], second: tuple[bytes, bytes], seed: int
+) -> None:
+    """The connection's parser is reused after a reusable response (llhttp kept when it ended the message
+    itself): the next response must mean exactly what it means to a fresh parser."""
+    rng = random.Random(seed)
+    parser = ResponseParser(first[1], max_head_bytes=MAX_HEAD)
+    chunks = _split(first[0], rng)
+    events = []
+    try:
+        for chunk in chunks:
+            events += parser.receive_data(chunk)
+    except UpstreamProtocolError:
+        return
+    heads = [event for event in events if type(event) is ResponseHead]
+    if not (parser.reusable and heads and heads[0].keep_alive):
+        return
+    response, method = second
+    chunks = _split(response, rng)
+    assert by_ours(method, False, chunks, parser) == by_ours(method, False, chunks)
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_after_a_plain_response_every_corpus_shape_reads_as_to_a_fresh_parser(name: str) -> None:
+    response, method, upgrade = CORPUS[name]
+    parser = ResponseParser(b"GET", max_head_bytes=MAX_HEAD)
+    assert by_ours(b"GET", False, [CORPUS["plain"][0]], None) != REJECTED
+    for chunk in _split(CORPUS["plain"][0], random.Random(1)):
+        parser.receive_data(chunk)
+    assert parser.reusable
+    chunks = _split(response, random.Random(2))
+    assert by_ours(method, upgrade, chunks, parser) == by_ours(method, upgrade, chunks)
