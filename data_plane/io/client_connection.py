@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ipaddress
 import logging
 import time
-from typing import Any
 
 import h11
 
@@ -46,16 +44,18 @@ from data_plane.protocol.dispatch import (
     decide,
     request_head,
 )
-from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from data_plane.protocol.proxy_protocol import (
+    MAX_PROXY_HEADER_BYTES,
+    ProxyProtocolError,
+    is_trusted,
+    parse_proxy_header,
+)
 from data_plane.protocol.request_head import check_head, find_head_end
 from data_plane.protocol.request_target import TargetRejected, parse_request_target
-from data_plane.request_log import RequestLogEntry
 from data_plane.routing.route_table import normalise_host
 from data_plane.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-MAX_PROXY_HEADER_BYTES = 16 + 65535
 
 
 class Phase(enum.Enum):
@@ -63,16 +63,6 @@ class Phase(enum.Enum):
     HANDLING = "handling"  # a request is being answered; no response byte queued yet
     RESPONDING = "responding"  # a response head has been queued
     TUNNEL = "tunnel"  # after a 101: raw bytes both ways
-
-
-def is_trusted(ip: str, networks: tuple[Any, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
 
 
 class ClientConnection(Stream):
@@ -466,20 +456,13 @@ class ClientConnection(Stream):
     # Answers of our own --------------------------------------------------------------------------------
 
     def _answer(self, record: ExchangeRecord, reply: Reply, *, head_only: bool) -> bool:
-        record.status = reply.status
-        if self.phase is not Phase.HANDLING:
-            self.abort()  # a response is already under way: the only signal left is the cut
+        close = self._answer_closes(record, reply.status, reply.close)
+        if close is None:
             return False
-        close = reply.close or self.runtime.draining or not self._keep_alive
-        self.phase = Phase.RESPONDING
+        request_id = record.request_id.encode()
         self.queue(
             answers.text_answer(
-                reply.status,
-                reply.message,
-                record.request_id.encode(),
-                close=close,
-                head_only=head_only,
-                extra=reply.headers,
+                reply.status, reply.message, request_id, close=close, head_only=head_only, extra=reply.headers
             )
         )
         return not close
@@ -494,23 +477,25 @@ class ClientConnection(Stream):
         close: bool,
     ) -> bool:
         """An answer whose content the auth gate composed (io.protected_exchange)."""
+        closes = self._answer_closes(record, status, close)
+        if closes is None:
+            return False
+        head_only = record.method == "HEAD"
+        request_id = record.request_id.encode()
+        self.queue(
+            answers.composed_answer(status, headers, body, request_id, close=closes, head_only=head_only)
+        )
+        return not closes
+
+    def _answer_closes(self, record: ExchangeRecord, status: int, close: bool) -> bool | None:
+        """Whether an answer of ours closes the connection; None when it cannot be sent at all (a response
+        is already under way: the only signal left is the cut)."""
         record.status = status
         if self.phase is not Phase.HANDLING:
             self.abort()
-            return False
-        close = close or self.runtime.draining or not self._keep_alive
+            return None
         self.phase = Phase.RESPONDING
-        self.queue(
-            answers.composed_answer(
-                status,
-                headers,
-                body,
-                record.request_id.encode(),
-                close=close,
-                head_only=record.method == "HEAD",
-            )
-        )
-        return not close
+        return close or self.runtime.draining or not self._keep_alive
 
     async def _answer_acme(self, record: ExchangeRecord, lookup: AcmeLookup) -> bool:
         try:
@@ -535,21 +520,5 @@ class ClientConnection(Stream):
         if record.finished:
             return
         record.finished = True
-        runtime = self.runtime
-        runtime.metrics.count_request(record.status)
-        runtime.request_log.submit(
-            RequestLogEntry(
-                time=time.time(),
-                client_ip=self.client_ip,
-                host=record.host,
-                method=record.method,
-                path=record.path,
-                status=record.status,
-                bytes_in=record.bytes_in,
-                bytes_out=record.bytes_out,
-                duration_seconds=time.monotonic() - record.started,
-                upstream=record.upstream,
-                route_id=record.route_id or "",
-                request_id=record.request_id,
-            )
-        )
+        self.runtime.metrics.count_request(record.status)
+        self.runtime.request_log.submit(record.log_entry(self.client_ip))
