@@ -64,9 +64,17 @@ class Runtime:
     # Served certificates (None when HTTPS is off: no HTTPS_PORT or no KEY_ENCRYPTION_KEY_B64).
     certificates: CertificateStore | None = None
     request_ids: RequestIds = field(default_factory=RequestIds)
+    # Built again only when the key set or the revocations it holds are replaced (see auth_context).
+    last_auth_context: AuthContext | None = None
 
     def auth_context(self) -> AuthContext:
-        return AuthContext(self.settings.oauth_issuer, self.auth_keys, self.revoked)
+        """Issuer, keys and revocations for the auth gate; one value for as long as none of them changes."""
+        context = self.last_auth_context
+        if context is None or context.keys is not self.auth_keys or context.revoked is not self.revoked:
+            context = self.last_auth_context = AuthContext(
+                self.settings.oauth_issuer, self.auth_keys, self.revoked
+            )
+        return context
 
     def swap_table(self, table: RouteTable) -> None:
         self.table = table
