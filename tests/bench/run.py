@@ -311,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in reversed(started):
             target.stop()
         if args.profile_ours is not None:
-            log(
-                f"bench: py-spy stacks of our data plane per workload and summary.txt in {args.profile_ours}"
-            )
+            log(f"bench: py-spy stacks of our data plane per workload and summary.txt in {args.profile_ours}")
         if args.keep_workdir:
             log(f"bench: configs and logs kept in {workdir}")
         else:

@@ -324,9 +324,14 @@ def idle_client(address: str, vhost: str, connections: int) -> None:
     request = f"GET /small.txt HTTP/1.1\r\nHost: {vhost}\r\n\r\n".encode()
     held: list[socket.socket] = []
     failed = 0
+    deadline = time.monotonic() + 120
     for _ in range(connections):
+        if failed >= 50 or time.monotonic() > deadline:
+            failed = connections - len(held)  # the proxy stopped taking connections: do not wait on each
+            break
+        sock: socket.socket | None = None
         try:
-            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock = socket.create_connection((host, int(port)), timeout=2)
             sock.sendall(request)
             answer = b""
             while b"Hello, world\n" not in answer:
@@ -339,6 +344,8 @@ def idle_client(address: str, vhost: str, connections: int) -> None:
             held.append(sock)
         except OSError:
             failed += 1
+            if sock is not None:
+                sock.close()
     print(json.dumps({"open": len(held), "failed": failed}), flush=True)
     sys.stdin.read()  # until the bench has measured
     for sock in held:

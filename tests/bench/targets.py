@@ -193,10 +193,10 @@ def start_haproxy(
     workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles | None, streams: StreamPorts | None = None
 ) -> Target:
     port, listener = free_port(HOST), tls_listener(tls)
-    # Room for the idle-connection row (10,000 clients) when the open-files limit allows it (run.py raises
-    # it where it can): haproxy refuses to start with a maxconn the limit cannot hold.
+    # Room for the idle-connection row (10,000 clients) as far as the open-files limit allows (run.py raises
+    # it where it can): haproxy reserves two descriptors per connection and refuses a maxconn beyond that.
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    max_connections = 16_000 if soft_limit >= 40_000 else 4096
+    max_connections = max(4096, min(16_000, (soft_limit - 200) // 2))
     config = _write(
         workdir / "haproxy.cfg",
         haproxy_config(
