@@ -44,6 +44,14 @@ class Measurement:
         return 100.0 * self.cpu_seconds / self.wrk.duration_seconds
 
     @property
+    def cpu_microseconds_per_request(self) -> float | None:
+        """The proxy's CPU per request: steadier than requests/s on a shared machine (outside load delays a
+        run but costs the proxy no CPU of its own)."""
+        if self.cpu_seconds is None or self.wrk.requests <= 0:
+            return None
+        return 1e6 * self.cpu_seconds / self.wrk.requests
+
+    @property
     def other_cpu_percent(self) -> float:
         """Percent of one core; above NOISY_OTHER_CPU_PERCENT the figures are disturbed."""
         if self.wrk.duration_seconds <= 0:
@@ -54,6 +62,8 @@ class Measurement:
         out: dict[str, Any] = self.wrk.to_json()
         out["cpu_seconds"] = None if self.cpu_seconds is None else round(self.cpu_seconds, 3)
         out["cpu_percent"] = None if self.cpu_percent is None else round(self.cpu_percent, 1)
+        per_request = self.cpu_microseconds_per_request
+        out["cpu_us_per_request"] = None if per_request is None else round(per_request, 1)
         out["other_cpu_percent"] = round(self.other_cpu_percent, 1)
         out["backend_connections_opened"] = (
             None if self.upstream is None else self.upstream.connections_opened
@@ -257,7 +267,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def render_table(title: str, by_target: dict[str, Measurement]) -> str:
     header = (
         f"{'target':<9}{'req/s':>12}{'MB/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'cpu %':>7}"
-        f"{'other %':>9}{'up conns':>10}{'vs DIRECT':>11}"
+        f"{'us/req':>8}{'other %':>9}{'up conns':>10}{'vs DIRECT':>11}"
     )
     lines = [f"== {title} ==", header, "-" * len(header)]
     direct = by_target.get("direct")
@@ -271,7 +281,8 @@ def render_table(title: str, by_target: dict[str, Measurement]) -> str:
         lines.append(
             f"{LABELS[name]:<9}{m.wrk.requests_per_second:>12,.0f}{m.wrk.megabytes_per_second:>10,.1f}"
             f"{m.wrk.latency_p50_ms:>9.2f}{m.wrk.latency_p99_ms:>9.2f}{m.wrk.errors:>8}"
-            f"{_fmt(m.cpu_percent, 0):>7}{m.other_cpu_percent:>9.0f}"
+            f"{_fmt(m.cpu_percent, 0):>7}{_fmt(m.cpu_microseconds_per_request, 0):>8}"
+            f"{m.other_cpu_percent:>9.0f}"
             f"{'-' if m.upstream is None else m.upstream.connections_opened:>10}"
             f"{(_fmt(versus) + 'x') if versus is not None else '-':>11}"
         )
