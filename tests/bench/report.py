@@ -328,49 +328,61 @@ def render_goals(goals: list[SpeedTarget]) -> str:
     return "\n".join(lines)
 
 
+# Each extra row's table: title, then (column label, result key, width, format) per column.
+_EXTRA_TABLES: tuple[tuple[str, str, tuple[tuple[str, str, int, str], ...]], ...] = (
+    (
+        "ws-echo",
+        "WebSocket 32-byte echo, one round trip at a time per connection",
+        (
+            ("round trips/s", "round_trips_per_second", 15, ",.0f"),
+            ("p50 ms", "latency_p50_ms", 9, ".2f"),
+            ("p99 ms", "latency_p99_ms", 9, ".2f"),
+            ("cpu %", "cpu_percent", 7, ".0f"),
+        ),
+    ),
+    (
+        "sse-delay",
+        "server-sent events, 6,400 events/s over 64 streams, delay backend -> client",
+        (
+            ("events/s", "events_per_second", 10, ",.0f"),
+            ("p50 ms", "delay_p50_ms", 9, ".2f"),
+            ("p99 ms", "delay_p99_ms", 9, ".2f"),
+            ("max ms", "delay_max_ms", 9, ".2f"),
+            ("lost", "lost", 7, "d"),
+            ("cpu %", "cpu_percent", 7, ".0f"),
+        ),
+    ),
+    (
+        "idle-memory",
+        "resident memory grown by 10,000 idle keep-alive connections",
+        (
+            ("held", "connections", 7, "d"),
+            ("failed", "failed", 8, "d"),
+            ("before MB", "rss_before_mb", 11, ".1f"),
+            ("after MB", "rss_after_mb", 10, ".1f"),
+            ("per 10k MB", "mb_per_10k", 12, ".1f"),
+        ),
+    ),
+)
+
+
 def render_extra_rows(extras: dict[str, dict[str, dict[str, Any]]]) -> str:
     """The ws-echo, sse-delay and idle-memory tables."""
     lines: list[str] = []
-    echo = extras.get("ws-echo", {})
-    if echo:
-        lines += [
-            "== ws-echo: WebSocket 32-byte echo, one round trip at a time per connection ==",
-            f"{'target':<9}{'round trips/s':>15}{'p50 ms':>9}{'p99 ms':>9}{'cpu %':>7}",
-        ]
+    for row_name, title, columns in _EXTRA_TABLES:
+        by_target = extras.get(row_name, {})
+        if not by_target:
+            continue
+        lines.append(f"== {row_name}: {title} ==")
+        lines.append(f"{'target':<9}" + "".join(f"{label:>{width}}" for label, _key, width, _f in columns))
         for name in TARGET_ORDER:
-            row = echo.get(name)
-            if row is not None:
-                lines.append(
-                    f"{LABELS[name]:<9}{row['round_trips_per_second']:>15,.0f}{row['latency_p50_ms']:>9.2f}"
-                    f"{row['latency_p99_ms']:>9.2f}{_fmt(row.get('cpu_percent'), 0):>7}"
-                )
+            result = by_target.get(name)
+            if result is None:
+                continue
+            cells = []
+            for _label, key, width, form in columns:
+                value = result.get(key)
+                cells.append(f"{'-' if value is None else format(value, form):>{width}}")
+            lines.append(f"{LABELS[name]:<9}" + "".join(cells))
         lines.append("")
-    sse = extras.get("sse-delay", {})
-    if sse:
-        lines += [
-            "== sse-delay: server-sent events, 6,400 events/s over 64 streams, delay backend -> client ==",
-            f"{'target':<9}{'events/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lost':>7}{'cpu %':>7}",
-        ]
-        for name in TARGET_ORDER:
-            row = sse.get(name)
-            if row is not None:
-                lines.append(
-                    f"{LABELS[name]:<9}{row['events_per_second']:>10,.0f}{row['delay_p50_ms']:>9.2f}"
-                    f"{row['delay_p99_ms']:>9.2f}{row['delay_max_ms']:>9.2f}{row['lost']:>7}"
-                    f"{_fmt(row.get('cpu_percent'), 0):>7}"
-                )
-        lines.append("")
-    idle = extras.get("idle-memory", {})
-    if idle:
-        lines += [
-            "== idle-memory: resident memory grown by 10,000 idle keep-alive connections ==",
-            f"{'target':<9}{'held':>7}{'failed':>8}{'before MB':>11}{'after MB':>10}{'per 10k MB':>12}",
-        ]
-        for name in TARGET_ORDER:
-            row = idle.get(name)
-            if row is not None:
-                lines.append(
-                    f"{LABELS[name]:<9}{row['connections']:>7}{row['failed']:>8}{row['rss_before_mb']:>11.1f}"
-                    f"{row['rss_after_mb']:>10.1f}{_fmt(row['mb_per_10k'], 1):>12}"
-                )
     return "\n".join(lines).rstrip()
