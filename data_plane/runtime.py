@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -32,8 +32,15 @@ from data_plane.routing.route_table import EMPTY_TABLE, RouteTable
 from data_plane.tls.cert_store import CertificateStore
 from shared.config import Settings
 
-if TYPE_CHECKING:
-    from data_plane.io.client_connection import ClientConnection
+
+class ServedConnection(Protocol):
+    """What shutdown does with an open client connection (io.client_connection implements it)."""
+
+    def close_if_idle(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -48,7 +55,7 @@ class Runtime:
     table: RouteTable = EMPTY_TABLE
     redis_connected: bool = False
     draining: bool = False
-    connections: set[ClientConnection] = field(default_factory=set)
+    connections: set[ServedConnection] = field(default_factory=set)
     # None: protected, but its config row is unreadable (fail closed with 503).
     auth_policies: Mapping[str, ProxyAccessPolicy | None] = field(default_factory=dict)
     auth_keys: KeySet = field(default_factory=lambda: KeySet({}))
@@ -57,9 +64,17 @@ class Runtime:
     # Served certificates (None when HTTPS is off: no HTTPS_PORT or no KEY_ENCRYPTION_KEY_B64).
     certificates: CertificateStore | None = None
     request_ids: RequestIds = field(default_factory=RequestIds)
+    # Built again only when the key set or the revocations it holds are replaced (see auth_context).
+    last_auth_context: AuthContext | None = None
 
     def auth_context(self) -> AuthContext:
-        return AuthContext(self.settings.oauth_issuer, self.auth_keys, self.revoked)
+        """Issuer, keys and revocations for the auth gate; one value for as long as none of them changes."""
+        context = self.last_auth_context
+        if context is None or context.keys is not self.auth_keys or context.revoked is not self.revoked:
+            context = self.last_auth_context = AuthContext(
+                self.settings.oauth_issuer, self.auth_keys, self.revoked
+            )
+        return context
 
     def swap_table(self, table: RouteTable) -> None:
         self.table = table

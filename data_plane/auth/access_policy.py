@@ -6,13 +6,17 @@ protocol.forwarding, so nobody can forge an identity).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from data_plane.protocol.request_target import normalise_prefix, under_prefix
 from shared.models import ProxyAuthConfig, ProxyResource
 
 from .protected_resource import PRM_WELL_KNOWN
 from .token_verifier import Identity, TokenRequirements
+
+_MEMO_ENTRIES = 4096
+# Identity header values must not carry control characters: removed (str.translate: one C pass).
+_CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), 0x7F])
 
 ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
@@ -40,6 +44,13 @@ class ProxyAccessPolicy:
     allowed_origins: frozenset[str] = frozenset()  # empty: Origin is not checked
     allowed_clients: frozenset[str] = frozenset()  # client_credentials tokens admitted, by client id
     identity_header_names: frozenset[bytes] = frozenset()  # of identity_headers, lower-case bytes
+    # Derived per compiled policy (a config change compiles a new one), bounded: what requests need again.
+    _requirements: dict[tuple[str, frozenset[str], tuple[str, ...]], TokenRequirements] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _identity_headers: dict[Identity, tuple[tuple[bytes, bytes], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def compile(cls, config: ProxyAuthConfig, resource: ProxyResource | None) -> ProxyAccessPolicy:
@@ -88,14 +99,34 @@ class ProxyAccessPolicy:
     def requirements(
         self, *, issuer: str, audiences: frozenset[str], path: str, method: str
     ) -> TokenRequirements:
-        return TokenRequirements(
+        scopes = self.scopes_for(path, method)
+        key = (issuer, audiences, scopes)
+        known = self._requirements.get(key)
+        if known is not None:
+            return known
+        if len(self._requirements) >= _MEMO_ENTRIES:
+            self._requirements.clear()
+        known = self._requirements[key] = TokenRequirements(
             issuer=issuer,
             audiences=audiences,
-            scopes=self.scopes_for(path, method),
+            scopes=scopes,
             allowed_users=self.allowed_users,
             allowed_orgs=self.allowed_orgs,
             allowed_clients=self.allowed_clients,
         )
+        return known
+
+    def encoded_identity_headers(self, identity: Identity) -> tuple[tuple[bytes, bytes], ...]:
+        """upstream_identity_headers as (lower-case name, UTF-8 value) bytes, built once per identity."""
+        known = self._identity_headers.get(identity)
+        if known is None:
+            if len(self._identity_headers) >= _MEMO_ENTRIES:
+                self._identity_headers.clear()
+            known = self._identity_headers[identity] = tuple(
+                (header.lower().encode("latin-1"), value.encode("utf-8"))
+                for header, value in self.upstream_identity_headers(identity)
+            )
+        return known
 
     def upstream_identity_headers(self, identity: Identity) -> list[tuple[str, str]]:
         values = {
@@ -110,7 +141,7 @@ class ProxyAccessPolicy:
         # Header values must not carry control characters (they come from GitHub via our token). A field the
         # token does not have (a machine client has no login) is left out rather than sent empty.
         return [
-            (header, "".join(ch for ch in values[field] if ch >= " " and ch != "\x7f"))
+            (header, values[field].translate(_CONTROL_CHARACTERS))
             for header, field in self.identity_headers
             if values[field]
         ]

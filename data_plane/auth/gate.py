@@ -217,13 +217,7 @@ def decide(
     if isinstance(decision, Deny):
         return _deny_answer(decision, origin, resource_path, requirements.scopes)
     identity = decision.identity
-    asserted = AssertedIdentity(
-        policy.identity_header_names,
-        tuple(
-            (header.lower().encode("latin-1"), value.encode("utf-8"))
-            for header, value in policy.upstream_identity_headers(identity)
-        ),
-    )
+    asserted = AssertedIdentity(policy.identity_header_names, policy.encoded_identity_headers(identity))
     check = None
     if (
         (mcp_method is not None or mcp_name is not None)

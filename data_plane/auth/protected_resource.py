@@ -8,6 +8,7 @@ The PRM document is served at /.well-known/oauth-protected-resource and at the p
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -31,6 +32,10 @@ def is_authorization_server_path(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in AUTHORIZATION_SERVER_WELL_KNOWN)
 
 
+# Both below are pure and called on every request to a protected proxy with the same few values (its Host
+# header, its resource path); URL canonicalisation is the costliest part of the gate's decision. Bounded,
+# since the Host header is the client's.
+@functools.lru_cache(maxsize=4096)
 def origin_of(scheme: str, host_header: str) -> str | None:
     """scheme://host[:port] from the Host header, or None when the header is not a usable host."""
     host = host_header.strip()
@@ -62,6 +67,7 @@ def resource_uri(origin: str, resource_path: str) -> str:
     return canonical_resource_uri(origin + resource_path)
 
 
+@functools.lru_cache(maxsize=4096)
 def accepted_audiences(origin: str, resource_path: str) -> frozenset[str]:
     """The token audiences this resource accepts: its resource URI, and the bare origin."""
     return frozenset({resource_uri(origin, resource_path), canonical_resource_uri(origin)})

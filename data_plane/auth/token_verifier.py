@@ -10,11 +10,16 @@ a response (401 / 403 with WWW-Authenticate, see protected_resource.py) or an up
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jose import jws
 from jose.exceptions import JOSEError
 
@@ -22,6 +27,11 @@ ALLOWED_ALGORITHMS = frozenset({"RS256"})
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 DEFAULT_LEEWAY_SECONDS = 30
 MAX_TOKEN_BYTES = 16 * 1024
+# Tokens whose signature this key set has verified, with their claims: a client sends the same token with
+# every request until it expires, and an RSA verification costs more than the rest of a request. Only the
+# signature is remembered (for exactly that token string, under exactly these keys: a new JWKS is a new
+# KeySet); time, issuer, audience, revocation, scope and allowlist are judged on every request.
+MAX_REMEMBERED_TOKENS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +39,36 @@ class KeySet:
     """An immutable JWKS snapshot: kid -> public JWK (RSA signing keys only)."""
 
     keys: Mapping[str, Mapping[str, str]]
+    # Derived, per snapshot: the public keys built once, and the tokens verified under them.
+    public_keys: dict[str, rsa.RSAPublicKey | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    verified: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # The Identity each remembered token's claims make (a pure function of them), built once.
+    identities: dict[str, Identity] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def public_key(self, kid: str) -> rsa.RSAPublicKey | None:
+        """The RSA key of `kid`, built from its JWK on first use (None: unknown or unusable)."""
+        try:
+            return self.public_keys[kid]
+        except KeyError:
+            pass
+        jwk = self.keys.get(kid)
+        key: rsa.RSAPublicKey | None = None
+        if jwk is not None:
+            try:
+                numbers = rsa.RSAPublicNumbers(_b64url_int(jwk["e"]), _b64url_int(jwk["n"]))
+                key = numbers.public_key()
+            except (KeyError, ValueError, binascii.Error):
+                key = None
+        self.public_keys[kid] = key
+        return key
+
+    def remember(self, token: str, claims: dict[str, Any]) -> None:
+        if len(self.verified) >= MAX_REMEMBERED_TOKENS:
+            self.verified.clear()
+            self.identities.clear()
+        self.verified[token] = claims
 
     @classmethod
     def from_jwks(cls, document: Mapping[str, Any]) -> KeySet:
@@ -91,6 +131,14 @@ class TokenRequirements:
     leeway_seconds: int = DEFAULT_LEEWAY_SECONDS
 
 
+def _b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _b64url_int(segment: str) -> int:
+    return int.from_bytes(_b64url_decode(segment), "big")
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer` header, or None. Tokens are never taken from the query."""
     if not authorization:
@@ -120,26 +168,14 @@ def authenticate(
     """Signature, time, issuer, audience and revocation: who is this, if anyone."""
     if token is None:
         return Deny(401, None, "an access token is required")
-    if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
-        return _invalid("the access token is malformed")
-    try:
-        header = jws.get_unverified_header(token)
-    except JOSEError:
-        return _invalid("the access token is malformed")
-    algorithm = header.get("alg")
-    if algorithm not in ALLOWED_ALGORITHMS:
-        return _invalid(f"tokens signed with {algorithm!r} are not accepted")
-    # RFC 9068: only access tokens (typ at+jwt), so no other JWT of ours can be replayed as one.
-    if str(header.get("typ", "")).lower() not in ACCESS_TOKEN_TYPES:
-        return _invalid("the token is not an access token")
-    key = keys.keys.get(str(header.get("kid", "")))
-    if key is None:
-        return _invalid("the access token was signed by an unknown key")
-    try:
-        payload = jws.verify(token, dict(key), algorithms=sorted(ALLOWED_ALGORITHMS))
-        claims = json.loads(payload)
-    except (JOSEError, ValueError):
-        return _invalid("the access token signature is invalid")
+    claims = keys.verified.get(token)
+    if claims is None:
+        checked = _verified_claims(token, keys)
+        if isinstance(checked, Deny):
+            return checked
+        claims = checked
+        if isinstance(claims, dict):
+            keys.remember(token, claims)
     if not isinstance(claims, dict):
         return _invalid("the access token has no claims")
     exp = claims.get("exp")
@@ -160,13 +196,16 @@ def authenticate(
         return _invalid("the access token has no id")
     if jti in revoked:
         return _invalid("the access token was revoked")
+    known = keys.identities.get(token)
+    if known is not None:
+        return known
     scope = claims.get("scope", "")
     login = claims.get("login", "")
     sub = claims.get("sub")
     if not isinstance(scope, str) or not isinstance(login, str) or not isinstance(sub, str):
         return _invalid("the access token's claims are malformed")
     orgs = _str_list(claims.get("orgs", [])) or ()
-    return Identity(
+    identity = Identity(
         sub=sub,
         login=login.lower(),
         client_id=str(claims.get("client_id", "")),
@@ -177,6 +216,37 @@ def authenticate(
         jti=jti,
         expires_at=int(exp),
     )
+    if token in keys.verified:
+        keys.identities[token] = identity
+    return identity
+
+
+def _verified_claims(token: str, keys: KeySet) -> Any:
+    """The token's claims once its header is acceptable and its signature verifies, else why not.
+    (RS256 as python-jose's jws.verify checks it, against a key built once per key set.)"""
+    if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+        return _invalid("the access token is malformed")
+    try:
+        header = jws.get_unverified_header(token)
+    except JOSEError:
+        return _invalid("the access token is malformed")
+    algorithm = header.get("alg")
+    if algorithm not in ALLOWED_ALGORITHMS:
+        return _invalid(f"tokens signed with {algorithm!r} are not accepted")
+    # RFC 9068: only access tokens (typ at+jwt), so no other JWT of ours can be replayed as one.
+    if str(header.get("typ", "")).lower() not in ACCESS_TOKEN_TYPES:
+        return _invalid("the token is not an access token")
+    key = keys.public_key(str(header.get("kid", "")))
+    if key is None:
+        return _invalid("the access token was signed by an unknown key")
+    signing_input, _, signature = token.rpartition(".")
+    try:
+        key.verify(
+            _b64url_decode(signature), signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
+        )
+        return json.loads(_b64url_decode(signing_input.partition(".")[2]))
+    except (InvalidSignature, ValueError, binascii.Error, UnicodeEncodeError):
+        return _invalid("the access token signature is invalid")
 
 
 def authorise(identity: Identity, requirements: TokenRequirements) -> Decision:

@@ -1,12 +1,15 @@
-"""One client connection: the IO shell that reads requests, decides what answers them, and keeps the
-connection alive between them.
+"""One client connection: the IO shell that reads requests and carries out what protocol.dispatch decides.
 
 Per connection there is one task (`_serve`) that runs the keep-alive loop: read a head (strictly checked by
-protocol.request_head before h11 parses it), then `_exchange`: ACME challenges first, then the host in the
-current route table, the proxy's scheme policy (308 to HTTPS once its certificate is live, 421 on a scheme it
-does not serve), the auth gate for protected proxies (io.protected_exchange), and the relay (io.http_relay,
-or io.websocket_relay for upgrades). Answers of our own (400/404/408/413/421/431/503, ...) are written here;
-the relay maps upstream failures to 502/504. Unprotected proxies pay one truthiness check for the gate.
+protocol.request_head, then parsed by h11), normalise its target, ask `dispatch.decide` what answers it, and
+do that: an answer of ours (protocol.answers), an ACME challenge from Redis, the auth gate's body checks
+(io.protected_exchange) and the relay (io.http_relay, or io.websocket_relay for upgrades), which see this
+connection only through io.client_side.ClientSide. Responses are written by us, never by h11, so each new
+request gets a fresh h11 parser holding what was already received (a pipelined request, an EOF).
+
+The connection's phase is explicit (`Phase`): AWAITING a request, HANDLING one (nothing sent yet: an answer
+of ours is still possible), RESPONDING (a head went out), or a TUNNEL after a 101. Whether the client is still
+there is the link's state (io.stream.Link).
 
 When the listener speaks PROXY protocol, the header is parsed first (only from trusted peers); the address it
 carries becomes the client address for X-Forwarded-For and the request log. A PROXY header in front of TLS is
@@ -16,67 +19,64 @@ read by io.tls_listener before the handshake and arrives here as `client_address
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import enum
 import logging
 import time
-from typing import Any, cast
 
 import h11
 
-from data_plane.acme_challenge import CHALLENGE_PATH_PREFIX, answer_challenge
-from data_plane.io.channel import ChannelClosed, ChannelTimeout, HttpChannel
+from data_plane.acme_challenge import answer_challenge
 from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
+from data_plane.io.h11_compat import awaiting_protocol_switch, end_request_without_body, header_pairs
 from data_plane.io.http_relay import relay_http
-from data_plane.io.protected_exchange import guard
+from data_plane.io.protected_exchange import answer_gate, checked_body
+from data_plane.io.stream import ChannelClosed, ChannelTimeout, Link, Stream
+from data_plane.io.upstream_connection import UpstreamConnection
 from data_plane.io.websocket_relay import relay_websocket
-from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors, header_pairs
-from data_plane.protocol.https_redirect import https_location
-from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from data_plane.protocol import answers
+from data_plane.protocol.dispatch import (
+    AcmeLookup,
+    GateReply,
+    Listener,
+    Relay,
+    Reply,
+    RequestHead,
+    decide,
+    request_head,
+)
+from data_plane.protocol.proxy_protocol import (
+    MAX_PROXY_HEADER_BYTES,
+    ProxyProtocolError,
+    is_trusted,
+    parse_proxy_header,
+)
 from data_plane.protocol.request_head import check_head, find_head_end
 from data_plane.protocol.request_target import TargetRejected, parse_request_target
-from data_plane.protocol.websocket_handshake import is_websocket_upgrade
-from data_plane.request_log import RequestLogEntry
-from data_plane.routing.route_table import lookup_proxy, normalise_host, select_upstream
+from data_plane.routing.route_table import normalise_host
 from data_plane.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-MAX_PROXY_HEADER_BYTES = 16 + 65535
-_REASONS = {
-    308: "Permanent Redirect",
-    400: "Bad Request",
-    404: "Not Found",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    421: "Misdirected Request",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
+
+class Phase(enum.Enum):
+    AWAITING = "awaiting a request"  # idle keep-alive, or a head on its way
+    HANDLING = "handling"  # a request is being answered; no response byte queued yet
+    RESPONDING = "responding"  # a response head has been queued
+    TUNNEL = "tunnel"  # after a 101: raw bytes both ways
 
 
-def is_trusted(ip: str, networks: tuple[Any, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
-
-
-class ClientConnection(HttpChannel):
+class ClientConnection(Stream):
     __slots__ = (
         "_closed_waiter",
+        "_continue_sent",
+        "_keep_alive",
+        "_parser",
         "_proxy_buffer",
         "_task",
-        "active_upstream",
-        "busy",
-        "client_gone",
+        "_upstream",
         "client_ip",
-        "response_untracked",
+        "listener",
+        "phase",
         "runtime",
         "scheme",
         "trusted_peer",
@@ -90,22 +90,23 @@ class ClientConnection(HttpChannel):
         scheme: bytes = b"http",
         client_address: str | None = None,
     ) -> None:
-        super().__init__(runtime.loop, h11.SERVER, max_head_bytes=runtime.limits.max_header_bytes)
+        super().__init__(runtime.loop)
         self.runtime = runtime
         self.scheme = scheme
+        self._parser = h11.Connection(h11.SERVER, max_incomplete_event_size=runtime.limits.max_header_bytes)
+        self.phase = Phase.AWAITING
         # Set when a PROXY header was read before TLS (tls_listener): the client the load balancer names.
         self.client_ip = client_address or ""
         self.trusted_peer = False
-        self.busy = False
+        self.listener = Listener(scheme, False, 0)
         self._task: asyncio.Task[None] | None = None
         self._proxy_buffer: bytearray | None = bytearray() if expect_proxy_header else None
         self._closed_waiter: asyncio.Future[None] | None = None
         # The upstream connection serving the current request, so a vanished client releases it at once
         # (an SSE stream or long poll may not send the next byte for minutes).
-        self.active_upstream: HttpChannel | None = None
-        self.client_gone = False
-        # The current response was written without h11 (see _relay): h11 is not asked to end the cycle.
-        self.response_untracked = False
+        self._upstream: UpstreamConnection | None = None
+        self._continue_sent = False
+        self._keep_alive = True  # the current request's own wish (h11's rule: HTTP/1.1, no close)
 
     # Lifecycle -----------------------------------------------------------------------------------------
 
@@ -116,11 +117,9 @@ class ClientConnection(HttpChannel):
         runtime.metrics.open_connections.inc()
         if not self.client_ip:
             self.client_ip = self.peer_address[0]
-        self.trusted_peer = is_trusted(self.client_ip, runtime.settings.trusted_proxy_networks)
+        self._trust(self.client_ip)
         if len(runtime.connections) > runtime.limits.max_connections or runtime.draining:
-            self._write_error_and_close(
-                503, "too many connections" if not runtime.draining else "shutting down"
-            )
+            self._refuse(503, "too many connections" if not runtime.draining else "shutting down")
             return
         if self._proxy_buffer is not None and not self.trusted_peer:
             log.warning("PROXY protocol connection from untrusted %s refused", self.client_ip)
@@ -128,11 +127,16 @@ class ClientConnection(HttpChannel):
             return
         self._task = self.loop.create_task(self._serve())
 
+    def _trust(self, client_ip: str) -> None:
+        settings = self.runtime.settings
+        self.trusted_peer = is_trusted(client_ip, settings.trusted_proxy_networks)
+        port = settings.HTTPS_REDIRECT_PORT or settings.HTTPS_PORT
+        self.listener = Listener(self.scheme, self.trusted_peer, port)
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self.client_gone = True
-        upstream = self.active_upstream
-        if upstream is not None and not upstream.in_pool:
+        upstream = self._upstream
+        if upstream is not None and self.phase is not Phase.TUNNEL:
             upstream.abort()
         runtime = self.runtime
         if self in runtime.connections:
@@ -142,49 +146,58 @@ class ClientConnection(HttpChannel):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def data_received(self, data: bytes) -> None:
+    def _receive(self, data: bytes) -> None:
         buffer = self._proxy_buffer
-        if buffer is None:
-            super().data_received(data)
-            return
+        if buffer is not None:
+            data = self._proxy_header(buffer, data)
+            if not data:
+                return
+        self._parser.receive_data(data)
+        if self.awaiting_data:
+            self._wake_reader()
+        else:
+            self.pause_reading()
+
+    def _proxy_header(self, buffer: bytearray, data: bytes) -> bytes:
+        """Bytes after a complete PROXY header (b"" while it is incomplete or was refused)."""
         buffer += data
         try:
             parsed = parse_proxy_header(buffer)
         except ProxyProtocolError as exc:
             log.warning("malformed PROXY header from %s: %s", self.client_ip, exc)
             self.abort()
-            return
+            return b""
         if parsed is None:
             if len(buffer) > MAX_PROXY_HEADER_BYTES:
                 log.warning("oversized PROXY header from %s", self.client_ip)
                 self.abort()
-            return
+            return b""
         header, consumed = parsed
         self._proxy_buffer = None
         if header.source is not None:
             self.client_ip = header.source[0]
             # The load balancer is trusted; the client it speaks for is judged on its own address.
-            self.trusted_peer = is_trusted(self.client_ip, self.runtime.settings.trusted_proxy_networks)
-        rest = bytes(buffer[consumed:])
-        if rest:
-            super().data_received(rest)
+            self._trust(self.client_ip)
+        return bytes(buffer[consumed:])
 
-    def eof_received(self) -> bool:
+    def _receive_eof(self) -> bool:
         if self._proxy_buffer is not None:
             log.warning("truncated PROXY header from %s", self.client_ip)
             self.abort()
             return False
-        self.client_gone = True
-        upstream = self.active_upstream
-        if upstream is not None and not upstream.in_pool and self.tunnel_peer is None:
+        upstream = self._upstream
+        if upstream is not None and self.phase is not Phase.TUNNEL:
             # As nginx does: a client that closes while its response is pending has abandoned the request,
             # and a quiet upstream (SSE, long poll) must not be held until it next speaks.
             upstream.abort()
-        return super().eof_received()
+        self._parser.receive_data(b"")
+        self._wake_reader()
+        # Keep the transport open: a client may half-close after its request and still read the response.
+        return True
 
     def close_if_idle(self) -> None:
         """Shutdown: close a connection that is between requests; busy ones close after their response."""
-        if not self.busy:
+        if self.phase is Phase.AWAITING:
             self.close()
 
     async def wait_closed(self) -> None:
@@ -204,15 +217,14 @@ class ClientConnection(HttpChannel):
                 if request is None:
                     return
                 first = False
-                self.busy = True
+                self.phase = Phase.HANDLING
                 try:
                     keep_alive = await self._exchange(request)
                 finally:
-                    self.busy = False
+                    if self.phase is not Phase.TUNNEL:
+                        self.phase = Phase.AWAITING
                 self.flush()
-                if not keep_alive or self.runtime.draining or self.closed:
-                    return
-                if not self._next_cycle():
+                if not keep_alive or self.runtime.draining or self.closed or not self._next_cycle():
                     return
         except asyncio.CancelledError:
             raise
@@ -223,57 +235,50 @@ class ClientConnection(HttpChannel):
                 self.close()
 
     def _next_cycle(self) -> bool:
-        """Make the connection ready for the next request; False when it cannot take one."""
-        conn = self.conn
-        if conn.their_state is not h11.DONE:
+        """A fresh h11 parser for the next request (ours wrote the response, so h11's cycle never ended),
+        holding what was already received; False when the last request was not read to its end."""
+        parser = self._parser
+        if parser.their_state is not h11.DONE:
             return False
-        if not self.response_untracked:
-            if conn.our_state is not h11.DONE:
-                return False
-            conn.start_next_cycle()
-            return True
-        # h11 never saw the response we wrote, so it cannot start a cycle; a new parser takes over the
-        # bytes already received (a pipelined request) and EOF, exactly as start_next_cycle would keep them.
-        self.response_untracked = False
-        pending, closed = conn.trailing_data
+        pending, closed = parser.trailing_data
         fresh = h11.Connection(h11.SERVER, max_incomplete_event_size=self.runtime.limits.max_header_bytes)
         if pending:
-            fresh.receive_data(pending)
+            fresh.receive_data(bytes(pending))
         if closed:
             fresh.receive_data(b"")
-        self.conn = fresh
+        self._parser = fresh
+        self._continue_sent = False
         return True
 
     async def _read_head(self, first: bool) -> h11.Request | None:
-        conn = self.conn
         limits = self.runtime.limits
         loop = self.loop
         deadline = loop.time() + limits.header_read_timeout_seconds if first else 0.0
         while True:
-            pending, eof = conn.trailing_data
+            parser = self._parser
+            pending, eof = parser.trailing_data
             if pending:
                 end = find_head_end(pending)
                 if end == -2:
-                    self._write_error_and_close(400, "malformed request head (bare LF)")
+                    self._refuse(400, "malformed request head (bare LF)")
                     return None
                 if end == -1 or end > limits.max_header_bytes:
                     if len(pending) > limits.max_header_bytes:
-                        self._write_error_and_close(431, "request header fields too large")
+                        self._refuse(431, "request header fields too large")
                         return None
                 else:
                     rejected = check_head(pending[:end])
                     if rejected is not None:
-                        self._write_error_and_close(rejected.status, rejected.reason)
+                        self._refuse(rejected.status, rejected.reason)
                         return None
                     try:
-                        event = conn.next_event()
+                        event = parser.next_event()
                     except h11.RemoteProtocolError as exc:
-                        status = 431 if exc.error_status_hint == 431 else 400
-                        self._write_error_and_close(status, f"bad request: {exc}")
+                        self._refuse(431 if exc.error_status_hint == 431 else 400, f"bad request: {exc}")
                         return None
                     if type(event) is h11.Request:
                         return event
-                    self._write_error_and_close(400, "bad request")
+                    self._refuse(400, "bad request")
                     return None
                 if not deadline:
                     deadline = loop.time() + limits.header_read_timeout_seconds
@@ -282,7 +287,7 @@ class ClientConnection(HttpChannel):
             if pending or first:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
-                    self._write_error_and_close(408, "request head not received in time")
+                    self._refuse(408, "request head not received in time")
                     return None
             else:
                 if self.runtime.draining:
@@ -296,254 +301,224 @@ class ClientConnection(HttpChannel):
                     self.abort()
                     return None
                 if pending or first:
-                    self._write_error_and_close(408, "request head not received in time")
+                    self._refuse(408, "request head not received in time")
                 return None
             except ChannelClosed:
                 return None
 
     # One request ---------------------------------------------------------------------------------------
 
-    async def _exchange(self, request: h11.Request) -> bool:
-        """Route and relay one request; returns whether the connection may serve another."""
+    async def _exchange(self, event: h11.Request) -> bool:
+        """Decide and carry out one request; returns whether the connection may serve another."""
         runtime = self.runtime
         started = time.monotonic()
         request_id = runtime.request_ids.next()
-        host_raw = b""
-        content_length = -1
-        chunked = False
-        upgrade = False
-        request_headers = header_pairs(request.headers)
-        for name, value in request_headers:
-            if name == b"host":
-                host_raw = value
-            elif name == b"content-length":
-                content_length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"upgrade":
-                upgrade = True
-        # An answer of ours to a request with an unread body must close the connection.
-        has_body = chunked or content_length > 0
-        if not has_body:
-            # A bodiless request has ended with its head: tell h11's state machine directly (what its
-            # zero-length reader would yield from next_event, minus the reader) so the cycle can end.
-            self.body_received()
-        method = request.method
-        parsed = parse_request_target(method, request.target, host_raw)
+        request = request_head(event.method, event.target, event.http_version, header_pairs(event.headers))
+        self._keep_alive = request.keep_alive
+        if not request.has_body:
+            # A bodiless request has ended with its head (h11's state machine is told so directly).
+            end_request_without_body(self._parser)
+        method = request.method.decode("ascii")
+        parsed = parse_request_target(request.method, request.target, request.host)
         if isinstance(parsed, TargetRejected):
-            raw = request.target.decode("latin-1")
             record = ExchangeRecord(
-                started, normalise_host(host_raw), method.decode("ascii"), raw, request_id
+                started, normalise_host(request.host), method, request.target.decode("latin-1"), request_id
             )
-            keep_alive = self.answer_error(record, 400, f"bad request target: {parsed.reason}", close=True)
+            reply = Reply(400, f"bad request target: {parsed.reason}", True)
+            keep_alive = self._answer(record, reply, head_only=request.method == b"HEAD")
             self.finish_record(record)
             return keep_alive
         # From here on only the normalised target exists: ACME, routing, auth and the upstream all see it.
         host = normalise_host(parsed.host)
-        target = parsed.target
-        path = parsed.path
-        record = ExchangeRecord(started, host, method.decode("ascii"), target.decode("latin-1"), request_id)
-
+        record = ExchangeRecord(started, host, method, parsed.target.decode("latin-1"), request_id)
+        certificates = runtime.certificates
+        decision = decide(
+            request,
+            parsed,
+            host,
+            table=runtime.table,
+            listener=self.listener,
+            https_live=(
+                lambda name: certificates is not None and certificates.current.has_certificate_for(name)
+            ),
+            policies=runtime.auth_policies,
+            auth_context=runtime.auth_context,
+            auth_host=runtime.settings.auth_host,
+            now=time.time(),
+        )
         try:
-            if path.startswith(CHALLENGE_PATH_PREFIX):
-                # ACME HTTP-01 answers come from Redis before routing and auth, on any Host (issue 4).
-                return await self._answer_acme(record, path, close=has_body)
-            entry = lookup_proxy(runtime.table, host)
-            if entry is None:
-                return self.answer_error(record, 404, f"unknown host: {host}", close=has_body)
-            if not entry.enabled:
-                return self.answer_error(record, 503, f"proxy {entry.hostname} is disabled", close=has_body)
-            if parsed.encoded_separator and not entry.allow_encoded_slashes:
-                # Upstreams disagree on whether %2F splits a segment; the proxy must opt in to them.
-                return self.answer_error(
-                    record, 400, "encoded '/' or '\\' in the request path is not allowed", close=has_body
-                )
-            if self.scheme == b"http":
-                if entry.redirect_http and entry.enable_https and self._https_live(host):
-                    return self._redirect_to_https(record, host, target, close=has_body)
-                if not entry.enable_http:
-                    return self.answer_error(
-                        record,
-                        421,
-                        f"proxy {entry.hostname} is served over HTTPS only",
-                        close=has_body,
-                    )
-            elif not entry.enable_https:
-                return self.answer_error(
-                    record,
-                    421,
-                    f"proxy {entry.hostname} is not served over HTTPS",
-                    close=has_body,
-                )
-            if content_length > entry.max_request_body_bytes:
-                return self.answer_error(record, 413, "request body too large", close=True)
-            body: bytes | None = None
-            asserted: AssertedIdentity | None = None
-            cors: ResponseCors | None = None
-            policies = runtime.auth_policies
-            if policies and entry.hostname in policies:
-                # A protected proxy (data_plane.auth.gate); unprotected ones pay only the check above.
-                guarded = await guard(
-                    self, record, request, request_headers, entry, path, content_length, chunked
-                )
-                if isinstance(guarded, bool):
-                    return guarded
-                entry, request_headers, body = guarded.entry, guarded.headers, guarded.body
-                asserted, cors = guarded.asserted, guarded.cors
-            upstream, route_id = select_upstream(entry, record.method, path)
-            record.route_id = route_id
-            record.upstream = upstream.url
-            if upgrade and is_websocket_upgrade(request.headers):
-                return await relay_websocket(
-                    self, request, target, request_headers, entry, upstream, record, asserted
-                )
-            return await relay_http(
-                self,
-                request,
-                target,
-                request_headers,
-                entry,
-                upstream,
-                record,
-                content_length,
-                chunked,
-                body,
-                asserted,
-                cors,
-            )
+            return await self._carry_out(decision, request, record)
         except ClientAborted:
             record.status = record.status or 499
             return False
         finally:
-            self.active_upstream = None
+            self._upstream = None
             self.finish_record(record)
 
+    async def _carry_out(
+        self, decision: Reply | GateReply | AcmeLookup | Relay, request: RequestHead, record: ExchangeRecord
+    ) -> bool:
+        if isinstance(decision, Relay):
+            record.route_id = decision.route_id
+            record.upstream = decision.upstream.url
+            body: bytes | None = None
+            if decision.mcp_check is not None:
+                checked = await checked_body(self, request, decision, record)
+                if isinstance(checked, bool):
+                    return checked
+                body = checked
+            if decision.websocket:
+                return await relay_websocket(self, request, decision, record)
+            return await relay_http(self, request, decision, record, body)
+        if isinstance(decision, Reply):
+            return self.answer(record, decision)
+        if isinstance(decision, GateReply):
+            return await answer_gate(self, record, decision)
+        return await self._answer_acme(record, decision)
+
+    # The ClientSide interface (io.client_side) -------------------------------------------------------
+
+    @property
+    def gone(self) -> bool:
+        return self.link is not Link.OPEN
+
+    @property
+    def request_complete(self) -> bool:
+        return self._parser.their_state is h11.DONE
+
+    @property
+    def stream(self) -> Stream:
+        return self
+
+    @property
+    def awaiting_protocol_switch(self) -> bool:
+        return awaiting_protocol_switch(self._parser)
+
+    def answer(self, record: ExchangeRecord, reply: Reply) -> bool:
+        return self._answer(record, reply, head_only=record.method == "HEAD")
+
+    def begin_response(self, head: bytes) -> None:
+        self.phase = Phase.RESPONDING
+        self.queue(head)
+
+    def watch_upstream(self, upstream: UpstreamConnection | None) -> None:
+        self._upstream = upstream
+
     def continue_if_expected(self) -> None:
-        if self.conn.they_are_waiting_for_100_continue:
-            self.send(h11.InformationalResponse(status_code=100, headers=[]))
+        if not self._continue_sent and self._parser.they_are_waiting_for_100_continue:
+            self._continue_sent = True
+            self.write(answers.CONTINUE)
+
+    @property
+    def waiting_for_continue(self) -> bool:
+        return not self._continue_sent and self._parser.they_are_waiting_for_100_continue
 
     async def body_chunk(self) -> bytes | None:
         """The next piece of the request body, or None at its end. Bad framing raises ClientBadBody; a
         client that leaves or stays silent past the keep-alive idle timeout raises ClientAborted."""
+        parser = self._parser
+        timeout = self.runtime.limits.keepalive_idle_timeout_seconds
         try:
-            event = await self.next_event(self.runtime.limits.keepalive_idle_timeout_seconds)
+            while True:
+                event = parser.next_event()
+                if event is not h11.NEED_DATA:
+                    break
+                if parser.their_state is h11.ERROR:
+                    raise ClientAborted
+                await self.wait_for_data(timeout)
         except h11.RemoteProtocolError as exc:
             raise ClientBadBody(str(exc)) from exc
         except (ChannelClosed, ChannelTimeout) as exc:
             raise ClientAborted from exc
         kind = type(event)
         if kind is h11.Data:
-            return cast(h11.Data, event).data
+            data: bytes = event.data  # type: ignore[union-attr]
+            return data
         if kind is h11.EndOfMessage:
             return None
         raise ClientAborted
 
-    # Protected proxies --------------------------------------------------------------------------------
+    def switch_protocols(self, head: bytes, upstream: UpstreamConnection) -> None:
+        self.phase = Phase.TUNNEL
+        self.write(head)
+        # Bytes that arrived right behind either head belong to the WebSocket stream.
+        client_rest = self._parser.trailing_data[0]
+        upstream_rest = upstream.switched_rest
+        if upstream_rest:
+            self.write(upstream_rest)
+        if client_rest:
+            upstream.write(bytes(client_rest))
+        self.start_tunnel(upstream)
+        upstream.start_tunnel(self)
+        if upstream.closed:
+            self.close()
 
     # Answers of our own --------------------------------------------------------------------------------
 
-    def _https_live(self, host: str) -> bool:
-        """A certificate for `host` is being served by this process's HTTPS listener."""
-        certificates = self.runtime.certificates
-        return certificates is not None and certificates.current.has_certificate_for(host)
-
-    def _redirect_to_https(self, record: ExchangeRecord, host: str, target: bytes, *, close: bool) -> bool:
-        settings = self.runtime.settings
-        location = https_location(host, target, settings.HTTPS_REDIRECT_PORT or settings.HTTPS_PORT)
-        if location is None:
-            return self.answer_error(record, 400, "Host header is not a valid DNS name", close=close)
-        return self.answer_error(
-            record,
-            308,
-            "redirecting to " + location.decode("ascii"),
-            close=close,
-            extra=[(b"location", location)],
+    def _answer(self, record: ExchangeRecord, reply: Reply, *, head_only: bool) -> bool:
+        close = self._answer_closes(record, reply.status, reply.close)
+        if close is None:
+            return False
+        request_id = record.request_id.encode()
+        self.queue(
+            answers.text_answer(
+                reply.status, reply.message, request_id, close=close, head_only=head_only, extra=reply.headers
+            )
         )
-
-    async def _answer_acme(self, record: ExchangeRecord, path: str, *, close: bool) -> bool:
-        try:
-            answer = await answer_challenge(self.runtime.redis, path)
-        except Exception as exc:  # Redis down: the CA retries; never a traceback per probe
-            log.warning("ACME challenge lookup failed: %s", exc)
-            return self.answer_error(record, 503, "ACME challenge store unavailable", close=close)
-        if answer.status != 200:
-            message = answer.body.decode("ascii", "replace").strip()
-            return self.answer_error(record, answer.status, message, close=close)
-        record.status = 200
-        self.runtime.metrics.acme_challenges_answered_total.inc()
-        close = close or self.runtime.draining
-        headers = [
-            (b"content-type", answer.content_type.encode()),
-            (b"content-length", str(len(answer.body)).encode()),
-            (b"x-request-id", record.request_id.encode()),
-        ]
-        if close:
-            headers.append((b"connection", b"close"))
-        self.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
-        self.send(h11.Data(data=answer.body))
-        self.send(h11.EndOfMessage())
         return not close
 
-    def answer_error(
+    def send_composed(
         self,
         record: ExchangeRecord,
         status: int,
-        message: str,
+        headers: tuple[tuple[bytes, bytes], ...],
+        body: bytes,
         *,
-        close: bool = False,
-        extra: list[tuple[bytes, bytes]] | None = None,
+        close: bool,
     ) -> bool:
-        record.status = status
-        body = (message + "\n").encode("utf-8", "replace")
-        conn = self.conn
-        if conn.our_state is not h11.SEND_RESPONSE:
-            self.abort()
+        """An answer whose content the auth gate composed (io.protected_exchange)."""
+        closes = self._answer_closes(record, status, close)
+        if closes is None:
             return False
-        close = close or self.runtime.draining
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", record.request_id.encode()),
-        ]
-        if extra:
-            headers.extend(extra)
-        if close:
-            headers.append((b"connection", b"close"))
-        self.send(h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, "").encode()))
-        self.send(h11.Data(data=body))
-        self.send(h11.EndOfMessage())
-        return not close
+        head_only = record.method == "HEAD"
+        request_id = record.request_id.encode()
+        self.queue(
+            answers.composed_answer(status, headers, body, request_id, close=closes, head_only=head_only)
+        )
+        return not closes
 
-    def _write_error_and_close(self, status: int, message: str) -> None:
-        """Answer outside h11 (its state may be ERROR) and close: malformed input, limits, overload."""
-        body = (message + "\n").encode("utf-8", "replace")
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        ).encode()
+    def _answer_closes(self, record: ExchangeRecord, status: int, close: bool) -> bool | None:
+        """Whether an answer of ours closes the connection; None when it cannot be sent at all (a response
+        is already under way: the only signal left is the cut)."""
+        record.status = status
+        if self.phase is not Phase.HANDLING:
+            self.abort()
+            return None
+        self.phase = Phase.RESPONDING
+        return close or self.runtime.draining or not self._keep_alive
+
+    async def _answer_acme(self, record: ExchangeRecord, lookup: AcmeLookup) -> bool:
+        try:
+            answer = await answer_challenge(self.runtime.redis, lookup.path)
+        except Exception as exc:  # Redis down: the CA retries; never a traceback per probe
+            log.warning("ACME challenge lookup failed: %s", exc)
+            return self.answer(record, Reply(503, "ACME challenge store unavailable", lookup.close))
+        if answer.status != 200:
+            message = answer.body.decode("ascii", "replace").strip()
+            return self.answer(record, Reply(answer.status, message, lookup.close))
+        self.runtime.metrics.acme_challenges_answered_total.inc()
+        content_type = ((b"content-type", answer.content_type.encode()),)
+        return self.send_composed(record, 200, content_type, answer.body, close=lookup.close)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer input that never became a request (its parser may be in ERROR) and close."""
         self.runtime.metrics.count_request(status)
-        self.write_raw(head + body)
+        self.write(answers.closing_answer(status, message))
         self.close()
 
     def finish_record(self, record: ExchangeRecord) -> None:
         if record.finished:
             return
         record.finished = True
-        runtime = self.runtime
-        runtime.metrics.count_request(record.status)
-        runtime.request_log.submit(
-            RequestLogEntry(
-                time=time.time(),
-                client_ip=self.client_ip,
-                host=record.host,
-                method=record.method,
-                path=record.path,
-                status=record.status,
-                bytes_in=record.bytes_in,
-                bytes_out=record.bytes_out,
-                duration_seconds=time.monotonic() - record.started,
-                upstream=record.upstream,
-                route_id=record.route_id or "",
-                request_id=record.request_id,
-            )
-        )
+        self.runtime.metrics.count_request(record.status)
+        self.runtime.request_log.submit(record.log_entry(self.client_ip))

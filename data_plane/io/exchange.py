@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
+
+from data_plane.request_log import RequestLogEntry
 
 
 class RequestIds:
@@ -62,3 +65,19 @@ class ExchangeRecord:
         self.upstream = ""
         self.route_id: str | None = None
         self.finished = False
+
+    def log_entry(self, client_ip: str) -> RequestLogEntry:
+        return RequestLogEntry(
+            time=time.time(),
+            client_ip=client_ip,
+            host=self.host,
+            method=self.method,
+            path=self.path,
+            status=self.status,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            duration_seconds=time.monotonic() - self.started,
+            upstream=self.upstream,
+            route_id=self.route_id or "",
+            request_id=self.request_id,
+        )

@@ -25,9 +25,14 @@ import socket
 import ssl
 import time
 
-from data_plane.io.client_connection import MAX_PROXY_HEADER_BYTES, ClientConnection, is_trusted
+from data_plane.io.client_connection import ClientConnection
 from data_plane.metrics import TlsHandshakeResult
-from data_plane.protocol.proxy_protocol import ProxyProtocolError, parse_proxy_header
+from data_plane.protocol.proxy_protocol import (
+    MAX_PROXY_HEADER_BYTES,
+    ProxyProtocolError,
+    is_trusted,
+    parse_proxy_header,
+)
 from data_plane.runtime import Runtime
 
 log = logging.getLogger(__name__)

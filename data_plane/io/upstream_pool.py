@@ -25,11 +25,9 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-import h11
-
-from data_plane.io.channel import HttpChannel
+from data_plane.io.upstream_connection import Phase, UpstreamConnection
+from data_plane.protocol.upstream_response import ResponseHead
 from data_plane.routing.route_table import Upstream
 from shared.target_policy import TargetPolicy
 
@@ -62,29 +60,6 @@ class UpstreamTargetRefused(UpstreamConnectFailed):
         self.answer = f"upstream target not allowed: {reason}"
 
 
-class UpstreamBroken(Exception):
-    """The upstream closed, reset or spoke invalid HTTP."""
-
-
-async def read_response_head(up: HttpChannel, timeout_seconds: float, sent_mark: int = -1) -> Any:
-    """The upstream's response head; a 101 is returned as is, other 1xx are dropped.
-
-    `sent_mark` is `up.bytes_received` when the request went out: if nothing arrived since, h11 cannot have
-    a response yet, so we wait before asking it (saves one parse attempt per request)."""
-    if up.bytes_received == sent_mark:
-        await up.wait_for_data(timeout_seconds)
-    while True:
-        event = await up.next_event(timeout_seconds)
-        kind = type(event)
-        if kind is h11.Response:
-            return event
-        if kind is h11.InformationalResponse:
-            if event.status_code == 101:
-                return event
-            continue
-        raise UpstreamBroken(f"unexpected {kind.__name__} before the response head")
-
-
 class UpstreamPool:
     def __init__(
         self,
@@ -100,7 +75,7 @@ class UpstreamPool:
         # None: nothing is restricted (a pool used without settings, never by the data plane's runtime).
         self._target_policy = target_policy
         self._on_target_refused = on_target_refused
-        self._idle: dict[OriginKey, deque[HttpChannel]] = {}
+        self._idle: dict[OriginKey, deque[UpstreamConnection]] = {}
         self._ssl_contexts: dict[tuple[bool, str], ssl.SSLContext] = {}
         self._max_idle = max_idle_per_origin
         self._idle_seconds = idle_seconds
@@ -128,25 +103,27 @@ class UpstreamPool:
             self._ssl_contexts[key] = context
         return context
 
-    def take_idle(self, key: OriginKey) -> HttpChannel | None:
+    def take_idle(self, key: OriginKey) -> UpstreamConnection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
         now = time.monotonic()
         while idle:
             channel = idle.pop()
-            channel.in_pool = False
-            if not channel.closed and now - channel.idle_since < self._idle_seconds:
-                channel.bytes_received = 0
+            if (
+                channel.phase is Phase.POOL
+                and not channel.closed
+                and now - channel.idle_since < self._idle_seconds
+            ):
                 return channel
             channel.close()
         return None
 
     async def connect(
         self, upstream: Upstream, verify_tls: bool, ca_pem: str | None, timeout_seconds: float
-    ) -> HttpChannel:
+    ) -> UpstreamConnection:
         loop = self._loop
-        channel = HttpChannel(loop, h11.CLIENT, max_head_bytes=self._max_head)
+        channel = UpstreamConnection(loop, max_head_bytes=self._max_head)
         ssl_context = self._ssl_context(verify_tls, ca_pem) if upstream.tls else None
         policy = self._target_policy if upstream.restricted else None
         try:
@@ -196,28 +173,19 @@ class UpstreamPool:
             raise UpstreamTargetRefused(refusals[0] if refusals else f"{upstream.host} has no address")
         return allowed
 
-    def release(self, key: OriginKey, channel: HttpChannel) -> None:
-        """Return a connection whose exchange finished cleanly; anything else is closed."""
-        conn = channel.conn
-        if channel.closed or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            channel.close()
-            return
-        if channel.body_overrun or conn.trailing_data[0]:
-            # Bytes after the response's end: the upstream's framing cannot be trusted on this connection.
-            channel.abort()
-            return
-        try:
-            conn.start_next_cycle()
-        except h11.LocalProtocolError:
-            channel.close()
+    def release(self, key: OriginKey, channel: UpstreamConnection, head: ResponseHead) -> None:
+        """Return a connection whose exchange (answered by `head`) finished; anything that did not end
+        cleanly, or whose upstream sent more than it framed, is closed."""
+        if not channel.reusable(head):
+            if channel.phase is Phase.BROKEN:
+                channel.abort()  # its framing cannot be trusted: no graceful close either
+            else:
+                channel.close()
             return
         idle = self._idle.setdefault(key, deque())
         if len(idle) >= self._max_idle:
             idle.popleft().close()
-        channel.in_pool = True
-        channel.idle_since = time.monotonic()
-        # Keep reading while idle so a close or stray bytes from the upstream are noticed at once.
-        channel._resume_reading()
+        channel.park(time.monotonic())
         idle.append(channel)
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(self._idle_seconds, self._sweep)
@@ -227,9 +195,9 @@ class UpstreamPool:
         now = time.monotonic()
         remaining = 0
         for key, idle in list(self._idle.items()):
-            while idle and (idle[0].closed or now - idle[0].idle_since >= self._idle_seconds):
+            while idle and (_unusable(idle[0]) or now - idle[0].idle_since >= self._idle_seconds):
                 idle.popleft().close()
-            for channel in [c for c in idle if c.closed]:
+            for channel in [c for c in idle if _unusable(c)]:
                 idle.remove(channel)
             if not idle:
                 del self._idle[key]
@@ -249,3 +217,7 @@ class UpstreamPool:
     @property
     def idle_count(self) -> int:
         return sum(len(d) for d in self._idle.values())
+
+
+def _unusable(channel: UpstreamConnection) -> bool:
+    return channel.closed or channel.phase is not Phase.POOL

@@ -115,17 +115,6 @@ class AssertedIdentity:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def header_pairs(headers: Sequence[tuple[bytes, bytes]]) -> Headers:
-    """An h11 event's headers as a plain list of (lower-case name, value).
-
-    h11's Headers is a Sequence whose iteration calls a Python __getitem__ per header; a request passes
-    through several header loops, so the list is built once, straight from h11's backing list."""
-    full_items = getattr(headers, "_full_items", None)
-    if full_items is None:
-        return list(headers)
-    return [(name, value) for _raw, name, value in full_items]
-
-
 def connection_tokens(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
@@ -293,30 +282,18 @@ def client_response_headers(
     return out, sse
 
 
-# What h11's state machine reads from a head: framing, keep-alive, upgrades and 100-continue.
-STATE_HEADERS = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
-)
+def serialise_head(start_line: bytes, headers: Headers) -> bytes | None:
+    """The wire form of a head (start line without CRLF, then the headers), or None if it is unsafe.
 
-
-def serialise_head(start_line: bytes, headers: Headers) -> tuple[bytes, Headers] | None:
-    """The wire form of a head (start line without CRLF, then the headers) and the subset of its headers
-    h11's state machine needs (STATE_HEADERS), or None if it is unsafe.
-
-    h11 validates every name and value again when it serialises an event; ours were validated already (by
-    h11's parser on the way in, by the models for configured headers), so a byte join is enough. The line
-    count proves the invariant instead of trusting it: a stray CR or LF anywhere would add one, and then the
-    caller falls back to h11, which refuses the head with LocalProtocolError."""
+    h11 would validate every name and value again; ours were validated already (by h11's parser on the way
+    in, by the models for configured headers), so a byte join is enough. The line count proves the
+    invariant instead of trusting it: a stray CR or LF anywhere would add one."""
     parts = [start_line, b"\r\n"]
-    state: Headers = []
-    for header in headers:
-        name = header[0]
-        parts += (name, b": ", header[1], b"\r\n")
-        if name in STATE_HEADERS:
-            state.append(header)
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     wire = b"".join(parts)
     lines = len(headers) + 2
     if wire.count(b"\n") != lines or wire.count(b"\r") != lines:
         return None
-    return wire, state
+    return wire

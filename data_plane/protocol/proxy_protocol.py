@@ -14,11 +14,13 @@ Spec: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt. This module n
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket  # only inet_pton / inet_ntop: strict, canonical (RFC 5952) address text, no I/O
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 
 class ProxyProtocolError(Exception):
@@ -54,6 +56,22 @@ _V2_TRANSPORT_STREAM: Final = 0x1
 # Bytes of the address block each family needs (src + dst addresses, then ports where the family has them).
 _V2_ADDRESS_LENGTH: Final = {_V2_FAMILY_INET: 12, _V2_FAMILY_INET6: 36, _V2_FAMILY_UNIX: 216}
 _V2_TLV_CRC32C: Final = 0x03
+
+
+# The longest header there can be: a v2 signature and fixed part (16 bytes) plus a 16-bit length.
+MAX_PROXY_HEADER_BYTES = 16 + 65535
+
+
+def is_trusted(ip: str, networks: Iterable[Any]) -> bool:
+    """Whether `ip` (an IPv4-mapped IPv6 address counts as its IPv4) is in one of `networks`
+    (TRUSTED_PROXY_CIDRS): such a peer may send PROXY headers and forwarding headers."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def parse_proxy_header(data: bytes | bytearray) -> tuple[ProxyHeader, int] | None:

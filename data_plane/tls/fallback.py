@@ -6,15 +6,10 @@ replica serves the same certificate; a replica that loses the race uses the winn
 
 from __future__ import annotations
 
-import datetime
-
 import redis.asyncio as aioredis
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
+from data_plane.tls.self_signed import self_signed_pem
 from shared import keys
 from shared.config import Settings
 from shared.encryption import FALLBACK_KEY_CONTEXT, Keyring
@@ -24,27 +19,10 @@ VALIDITY_DAYS = 3650
 
 
 def generate_fallback(common_name: str, keyring: Keyring) -> FallbackCertificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    cert_pem, key_pem = self_signed_pem(common_name, valid_days=VALIDITY_DAYS)
     return FallbackCertificate(
         common_name=common_name,
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        cert_pem=cert_pem.decode("ascii"),
         private_key_encrypted=keyring.encrypt(key_pem, context=FALLBACK_KEY_CONTEXT),
     )
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench.peer_configs import BENCH_HOST
 from tests.bench.process_cpu import groups_cpu_seconds, machine_busy_seconds
 from tests.bench.report import Measurement, Upstream
+from tests.bench.sampling_profile import start_sampling, summarise
 from tests.bench.targets import CorePlan, Target, TargetBroken, backend_counters
 from tests.bench.workloads import Workload
 from tests.bench.wrk_result import WrkOutputError, parse_wrk_output, wrk_argv
@@ -34,7 +34,7 @@ class Session:
 
 
 def run_wrk(
-    session: Session, target: Target, workload: Workload, duration_seconds: int
+    session: Session, target: Target, workload: Workload, duration_seconds: int, *, measured: bool = False
 ) -> tuple[Measurement, str]:
     args, plan, started = session.args, session.plan, session.started
     if workload.tls:
@@ -42,10 +42,12 @@ def run_wrk(
         url = f"https://127.0.0.1:{target.tls_port}{workload.payload.path}"
     else:
         url = f"http://127.0.0.1:{target.port}{workload.payload.path}"
+    headers = (f"Authorization: Bearer {target.bearer_token}",) if workload.protected else ()
     argv = wrk_argv(
         url=url,
         close_each=workload.new_connection_per_request,
-        host=BENCH_HOST,
+        host=workload.host,
+        headers=headers,
         script_path=str(session.script),
         threads=args.threads,
         connections=args.connections,
@@ -61,7 +63,17 @@ def run_wrk(
     backend_before = backend_counters(session.backend)
     cpu_before, busy_before = groups_cpu_seconds(groups), machine_busy_seconds()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sampler = None
+    profile_dir: Path | None = args.profile_ours
+    stacks = profile_dir / f"{workload.name}.txt" if profile_dir is not None else None
+    if measured and stacks is not None and target.name == "ours" and target.measured is not None:
+        sampler = start_sampling(target.measured.pid, duration_seconds, stacks)
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=duration_seconds + 60)
+    if sampler is not None and stacks is not None and profile_dir is not None:
+        sampler.wait(timeout=30)
+        if stacks.exists():
+            with (profile_dir / "summary.txt").open("a") as summary:
+                summary.write(summarise(stacks) + "\n")
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_after, busy_after = groups_cpu_seconds(groups), machine_busy_seconds()
     backend_after = backend_counters(session.backend)
@@ -111,10 +123,12 @@ def measure_matrix(
                 target = live.get(name)
                 if target is None or (workload.tls and target.tls_port is None):
                     continue
+                if workload.protected and target.bearer_token is None:
+                    continue  # the peers cannot check our tokens (see tests/bench/README.md)
                 try:
                     if args.warmup > 0:
                         run_wrk(session, target, workload, args.warmup)
-                    measurement, _ = run_wrk(session, target, workload, args.duration)
+                    measurement, _ = run_wrk(session, target, workload, args.duration, measured=True)
                 except TargetBroken as exc:
                     failures.append(f"{name} {workload.name}: {exc}")
                     log(f"{name} {workload.name}: FAILED, not measured further: {exc}")

@@ -13,22 +13,32 @@ certificate whatever the SNI, and so do we. Both are written before the data pla
 
 from __future__ import annotations
 
+import base64
 import importlib.util
-import io
+import json
 import os
-import pstats
 import sys
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 import redis
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from control_plane.oauth.signing import SigningKeys
 from shared import keys
 from shared.encryption import FALLBACK_KEY_CONTEXT, Keyring, certificate_key_context, new_key_b64
-from shared.models import Certificate, ChangeEvent, FallbackCertificate, ProxyTarget
-from tests.bench.peer_configs import BENCH_HOST
+from shared.models import (
+    Certificate,
+    ChangeEvent,
+    FallbackCertificate,
+    ProxyAuthConfig,
+    ProxyResource,
+    ProxyTarget,
+)
+from tests.bench.peer_configs import BENCH_HOST, PROTECTED_HOST, SSE_HOST, WS_HOST, StreamPorts
 from tests.bench.targets import HOST, CorePlan, Target, pin_running, pinned
 from tests.bench.tls_material import TlsFiles
 from tests.harness.services import RedisServer, ServiceProcess, free_port, port_open, start_redis
@@ -55,7 +65,10 @@ def _client(server: RedisServer) -> redis.Redis:
 
 
 def write_config(
-    server: RedisServer, kind: Literal["proxy", "certificate"], name: str, puts: list[tuple[str, str, str]]
+    server: RedisServer,
+    kind: Literal["proxy", "certificate", "auth"],
+    name: str,
+    puts: list[tuple[str, str, str]],
 ) -> int:
     """HSET every (hash key, field, value) of `puts` following the config-write contract, with one change
     event of `kind` naming `name`; returns the new config version."""
@@ -88,6 +101,53 @@ def write_proxy(server: RedisServer, proxy: ProxyTarget) -> int:
     """Store `proxy` following the config-write contract; returns the new config version."""
     return write_config(
         server, "proxy", proxy.hostname, [(keys.proxies(), proxy.hostname, proxy.model_dump_json())]
+    )
+
+
+BENCH_ISSUER = "https://auth.bench.local"
+BENCH_USER = "bench"
+
+
+def protect(server: RedisServer, backend_port: int) -> str:
+    """A protected proxy (PROTECTED_HOST, to the same backend) as the control plane writes one, with the
+    signing key's JWKS where the control plane publishes it; returns a valid access token for it."""
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    signer = SigningKeys.load(base64.b64encode(pem).decode())
+    client = _client(server)
+    try:
+        client.set(keys.oauth_jwks(), json.dumps(signer.jwks))
+    finally:
+        client.close()
+    proxy = ProxyTarget(
+        hostname=PROTECTED_HOST, target_url=f"http://{HOST}:{backend_port}", redirect_http_to_https=False
+    )
+    auth = ProxyAuthConfig(hostname=PROTECTED_HOST, allowed_users=[BENCH_USER])
+    resource = ProxyResource(hostname=PROTECTED_HOST, path="")
+    write_config(
+        server,
+        "auth",
+        PROTECTED_HOST,
+        [
+            (keys.proxies(), PROTECTED_HOST, proxy.model_dump_json()),
+            (keys.proxy_auth(), PROTECTED_HOST, auth.model_dump_json()),
+            (keys.proxy_resources(), PROTECTED_HOST, resource.model_dump_json()),
+        ],
+    )
+    now = int(time.time())
+    return signer.sign(
+        {
+            "iss": BENCH_ISSUER,
+            "sub": "github:1",
+            "aud": f"http://{PROTECTED_HOST}",
+            "exp": now + 3600,
+            "iat": now,
+            "jti": f"bench-{now}",
+            "scope": "mcp",
+            "client_id": "mhp_bench",
+            "login": BENCH_USER,
+        }
     )
 
 
@@ -150,11 +210,10 @@ def start_ours(
     backend_port: int,
     tls: TlsFiles | None,
     *,
-    profile_path: Path | None = None,
+    streams: StreamPorts | None = None,
 ) -> Target:
     """With `tls`, the HTTPS listener serves the run's certificate on its own port (Target.tls_port). With
-    `profile_path`, the data plane runs under cProfile (slower: its figures are marked as profiled) and writes
-    the profile there when it exits on SIGTERM."""
+    `streams`, the WebSocket and SSE hosts are routed to their backends."""
     port = free_port(HOST)
     # HTTPS_PORT 0 turns the HTTPS listener off.
     tls_port = free_port(HOST) if tls is not None else None
@@ -168,6 +227,15 @@ def start_ours(
         hostname=BENCH_HOST, target_url=f"http://{HOST}:{backend_port}", redirect_http_to_https=False
     )
     write_proxy(redis_server, proxy)
+    if streams is not None:
+        for hostname, port_of in ((WS_HOST, streams.ws), (SSE_HOST, streams.sse)):
+            write_proxy(
+                redis_server,
+                ProxyTarget(
+                    hostname=hostname, target_url=f"http://{HOST}:{port_of}", redirect_http_to_https=False
+                ),
+            )
+    target.bearer_token = protect(redis_server, backend_port)
     kek_b64 = store_tls(redis_server, tls) if tls is not None else ""
     env = {
         **os.environ,
@@ -183,10 +251,11 @@ def start_ours(
         "INTERNAL_PORT": str(free_port(HOST)),
         "MHP_ENV_FILE": os.devnull,
         "LOG_LEVEL": "WARNING",
+        "OAUTH_ISSUER": BENCH_ISSUER,
+        # The idle-connection row holds 10,000 client connections at once.
+        "DP_MAX_CONNECTIONS": "20000",
     }
     argv = [sys.executable, "-m", "data_plane"]
-    if profile_path is not None:
-        argv = [sys.executable, "-m", "cProfile", "-o", str(profile_path), "-m", "data_plane"]
     service = ServiceProcess(
         name="data plane",
         argv=pinned(argv, plan.proxy_core),
@@ -199,12 +268,3 @@ def start_ours(
     target.services.append(service)
     service.start()
     return target
-
-
-def profile_summary(profile_path: Path, top: int = 40) -> str:
-    """The hottest functions of a cProfile dump, by own time and by cumulative time."""
-    out = io.StringIO()
-    stats = pstats.Stats(str(profile_path), stream=out)
-    stats.sort_stats(pstats.SortKey.TIME).print_stats(top)
-    stats.sort_stats(pstats.SortKey.CUMULATIVE).print_stats(top)
-    return out.getvalue()

@@ -13,6 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_HOST = "bench.local"
+# The rows wrk cannot drive (tests/bench/stream_peers.py): each has a host of its own, routed to its backend.
+WS_HOST = "ws.bench.local"
+SSE_HOST = "sse.bench.local"
+# Ours only: the same small GET to a protected proxy, with a valid bearer token.
+PROTECTED_HOST = "mcp.bench.local"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPorts:
+    """Where the WebSocket echo and SSE backends listen (python programs, not the nginx backend)."""
+
+    ws: int
+    sse: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +120,14 @@ def parse_stub_status(text: str) -> BackendCounters:
     return BackendCounters(accepts, requests)
 
 
-def nginx_proxy_config(workdir: Path, *, port: int, backend_port: int, tls: TlsListener | None = None) -> str:
+def nginx_proxy_config(
+    workdir: Path,
+    *,
+    port: int,
+    backend_port: int,
+    tls: TlsListener | None = None,
+    streams: StreamPorts | None = None,
+) -> str:
     tls_default = f"\n    listen 127.0.0.1:{tls.port} ssl default_server backlog=4096;" if tls else ""
     tls_bench = f"\n    listen 127.0.0.1:{tls.port} ssl;" if tls else ""
     certificate = (
@@ -141,12 +161,46 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
     }}
-  }}
+  }}{_nginx_streams(port, streams)}
 }}
 """
 
 
-def caddyfile(*, port: int, backend_port: int, tls: TlsListener | None = None) -> str:
+def _nginx_streams(port: int, streams: StreamPorts | None) -> str:
+    if streams is None:
+        return ""
+    # WebSocket as nginx's documentation configures it; SSE with nginx's default response buffering.
+    return f"""
+  upstream sse_backend {{
+    server 127.0.0.1:{streams.sse};
+    keepalive 128;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    server_name {WS_HOST};
+    location / {{
+      proxy_pass http://127.0.0.1:{streams.ws};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 120s;
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    server_name {SSE_HOST};
+    location / {{
+      proxy_pass http://sse_backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_read_timeout 120s;
+    }}
+  }}"""
+
+
+def caddyfile(
+    *, port: int, backend_port: int, tls: TlsListener | None = None, streams: StreamPorts | None = None
+) -> str:
     # admin off: no admin listener on :2019 to collide with; auto_https off: no certificate management or
     # redirects, only the files we name. Caddy reuses upstream connections by default and adds
     # X-Forwarded-For itself. Tab-indented, as `caddy fmt` writes it (otherwise Caddy warns on every start).
@@ -156,6 +210,12 @@ def caddyfile(*, port: int, backend_port: int, tls: TlsListener | None = None) -
         f"http://{BENCH_HOST}:{port} {{\n\treverse_proxy 127.0.0.1:{backend_port}\n}}\n\n"
         f'http://:{port} {{\n\trespond "unknown host {{host}}" 404\n}}\n'
     )
+    if streams:
+        # Caddy proxies WebSocket upgrades and flushes text/event-stream by itself.
+        text += (
+            f"\nhttp://{WS_HOST}:{port} {{\n\treverse_proxy 127.0.0.1:{streams.ws}\n}}\n"
+            f"\nhttp://{SSE_HOST}:{port} {{\n\treverse_proxy 127.0.0.1:{streams.sse}\n}}\n"
+        )
     if tls:
         # A host-less site so any SNI (wrk sends 127.0.0.1) gets the certificate; routing by Host as on HTTP.
         text += (
@@ -170,13 +230,31 @@ def caddyfile(*, port: int, backend_port: int, tls: TlsListener | None = None) -
 UNKNOWN_HOST_HAPROXY = '"unknown host %[req.hdr(host)]\\n"'
 
 
-def haproxy_config(*, port: int, backend_port: int, tls: TlsListener | None = None) -> str:
+def haproxy_config(
+    *,
+    port: int,
+    backend_port: int,
+    tls: TlsListener | None = None,
+    streams: StreamPorts | None = None,
+    max_connections: int = 4096,
+) -> str:
     tls_bind = f"\n  bind 127.0.0.1:{tls.port} ssl crt {tls.combined_path}" if tls else ""
+    stream_acls = stream_backends = ""
+    known = "!bench_host"
+    if streams is not None:
+        stream_acls = (
+            f"\n  acl ws_host hdr(host),field(1,:) -i {WS_HOST}"
+            f"\n  acl sse_host hdr(host),field(1,:) -i {SSE_HOST}"
+        )
+        known = "!bench_host !ws_host !sse_host"
+        stream_backends = "\n  use_backend ws_backend if ws_host\n  use_backend sse_backend if sse_host"
+    refuse = f"http-request return status 404 content-type text/plain lf-string {UNKNOWN_HOST_HAPROXY}"
     # http-reuse defaults to "safe" (idle upstream connections are shared between client connections).
+    # WebSocket tunnels are HAProxy's own (after a 101 it relays bytes under `timeout tunnel`).
     return f"""global
   nbthread 1
-  # within a 20000 open-files limit: haproxy reserves about 2 descriptors per connection
-  maxconn 4096
+  # haproxy reserves about 2 descriptors per connection: the open-files limit must allow twice this
+  maxconn {max_connections}
 
 defaults
   mode http
@@ -185,14 +263,25 @@ defaults
   timeout connect 5s
   timeout client 120s
   timeout server 120s
+  timeout tunnel 120s
   timeout http-keep-alive 120s
 
 frontend bench
   bind 127.0.0.1:{port}{tls_bind}
-  acl bench_host hdr(host),field(1,:) -i {BENCH_HOST}
-  http-request return status 404 content-type text/plain lf-string {UNKNOWN_HOST_HAPROXY} if !bench_host
+  acl bench_host hdr(host),field(1,:) -i {BENCH_HOST}{stream_acls}
+  {refuse} if {known}{stream_backends}
   default_backend bench_backend
 
 backend bench_backend
   server backend 127.0.0.1:{backend_port}
+""" + (
+        ""
+        if streams is None
+        else f"""
+backend ws_backend
+  server ws 127.0.0.1:{streams.ws}
+
+backend sse_backend
+  server sse 127.0.0.1:{streams.sse}
 """
+    )

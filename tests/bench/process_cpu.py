@@ -1,4 +1,4 @@
-"""CPU time from /proc: per process group (a proxy's master and workers) and for the whole machine.
+"""CPU time and memory from /proc: per process group (a proxy's master and workers) and for the whole machine.
 
 Sampled around each measured run it answers two questions: how much of its one core the proxy used (100% =
 CPU-bound; well below = waiting on the load generator or backend), and how much CPU processes we did NOT start
@@ -43,3 +43,23 @@ def machine_busy_seconds() -> float:
         fields = handle.readline().split()  # the aggregate "cpu" line
     user, nice, system, _idle, _iowait, _irq, _softirq, steal = (int(v) for v in fields[1:9])
     return (user + nice + system + steal) / CLOCK_TICKS_PER_SECOND
+
+
+def group_rss_bytes(pgid: int) -> int:
+    """Resident memory of the live processes of one group (a proxy's master and workers together)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                if int(handle.read().rsplit(")", 1)[1].split()[2]) != pgid:
+                    continue
+            with open(f"/proc/{entry}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            continue  # the process exited while we were scanning
+    return total

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -27,9 +28,10 @@ from types import FrameType
 from typing import Any
 
 from tests.bench.environment import background_cpu_percent, machine, versions
+from tests.bench.extra_rows import EXTRA_ROWS, measure_extra_rows, start_ws_backend
 from tests.bench.measure import Session, measure_matrix
-from tests.bench.our_data_plane import profile_summary, start_ours, unavailable_reason
-from tests.bench.peer_configs import BENCH_HOST, PAYLOADS
+from tests.bench.our_data_plane import start_ours, unavailable_reason
+from tests.bench.peer_configs import BENCH_HOST, PAYLOADS, PROTECTED_HOST, StreamPorts
 from tests.bench.prerequisites import MissingPrerequisite, ensure_binaries
 from tests.bench.report import (
     NOISY_OTHER_CPU_PERCENT,
@@ -38,6 +40,7 @@ from tests.bench.report import (
     best_run,
     issue_goals,
     ratios,
+    render_extra_rows,
     render_goals,
     render_table,
 )
@@ -45,6 +48,7 @@ from tests.bench.targets import (
     CorePlan,
     Target,
     TargetBroken,
+    fetch,
     plan_cores,
     start_backend,
     start_caddy,
@@ -56,10 +60,10 @@ from tests.bench.targets import (
 from tests.bench.tls_material import TlsFiles, write_tls_files
 from tests.bench.workloads import plan_workloads
 from tests.bench.wrk_result import REPORTER_LUA
-from tests.harness.services import ServiceStartError
+from tests.harness.services import ServiceStartError, free_port
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PEER_STARTERS: dict[str, Callable[[Path, CorePlan, int, TlsFiles | None], Target]] = {
+PEER_STARTERS: dict[str, Callable[[Path, CorePlan, int, TlsFiles | None, StreamPorts | None], Target]] = {
     "caddy": start_caddy,
     "nginx": start_nginx_proxy,
     "haproxy": start_haproxy,
@@ -119,8 +123,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile-ours",
         type=Path,
         default=None,
-        metavar="FILE.prof",
-        help="run our data plane under cProfile, write the dump there and a summary to FILE.prof.txt",
+        metavar="DIR",
+        help="sample our data plane with py-spy in each measured run: DIR/<workload>.txt, DIR/summary.txt",
+    )
+    parser.add_argument(
+        "--no-extra-rows",
+        dest="extra_rows",
+        action="store_false",
+        help=f"skip the rows wrk cannot drive ({', '.join(EXTRA_ROWS)})",
     )
     parser.add_argument("--keep-workdir", action="store_true", help="keep configs and logs for inspection")
     args = parser.parse_args(argv)
@@ -164,6 +174,7 @@ def start_targets(
     status: dict[str, dict[str, Any]],
     started: list[Target],
     tls: TlsFiles | None,
+    streams: StreamPorts | None,
 ) -> None:
     payloads = [PAYLOADS[size] for size in args.sizes]
     for name in args.targets:
@@ -178,9 +189,9 @@ def start_targets(
         try:
             if target is None:
                 if name == "ours":
-                    target = start_ours(workdir, plan, backend.port, tls, profile_path=args.profile_ours)
+                    target = start_ours(workdir, plan, backend.port, tls, streams=streams)
                 else:
-                    target = PEER_STARTERS[name](workdir, plan, backend.port, tls)
+                    target = PEER_STARTERS[name](workdir, plan, backend.port, tls, streams)
                 started.append(target)
             # Our data plane may bind before its first table load finishes: give it a moment to route.
             checks = verify(
@@ -189,6 +200,8 @@ def start_targets(
                 tls_cafile=tls.cert_path if tls else None,
                 wait_seconds=5.0 if name == "ours" else 1.0,
             )
+            if target.bearer_token is not None:
+                _check_protected(target)
         except (ServiceStartError, TargetBroken, OSError, subprocess.CalledProcessError) as exc:
             status[name] = {"status": "failed", "reason": str(exc)}
             log(f"{name}: FAILED to start or serve correctly: {exc}")
@@ -202,13 +215,29 @@ def start_targets(
         )
 
 
-def report_profile(profile_path: Path) -> None:
-    if not profile_path.exists():
-        log(f"bench: no profile at {profile_path} (our data plane did not run, or did not exit cleanly)")
-        return
-    summary_path = profile_path.with_name(profile_path.name + ".txt")
-    summary_path.write_text(profile_summary(profile_path))
-    log(f"bench: profile of our data plane in {profile_path}, hottest functions in {summary_path}")
+def _check_protected(target: Target) -> None:
+    """The protected proxy answers the bench token with the payload, and refuses a request without one."""
+    small = PAYLOADS["small"]
+    bearer = {"Authorization": f"Bearer {target.bearer_token}"}
+    status, body = fetch(target.port, small.path, host=PROTECTED_HOST, headers=bearer)
+    if (status, body) != (200, small.content()):
+        raise TargetBroken(f"protected GET with a valid token: status {status}, {len(body)} bytes")
+    status, _ = fetch(target.port, small.path, host=PROTECTED_HOST)
+    if status != 401:
+        raise TargetBroken(f"protected GET without a token answered {status}, not 401")
+
+
+def raise_open_files_limit(wanted: int = 65536) -> int:
+    """The idle-connection row holds 10,000 connections per proxy (HAProxy reserves two descriptors per
+    connection): raise the soft limit, and as root the hard one, for us and every child; returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in ((wanted, max(hard, wanted)), (min(wanted, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
+            return limit[0]
+        except (ValueError, OSError):
+            continue
+    return soft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     plan = plan_cores()
+    if args.profile_ours is not None:
+        args.profile_ours.mkdir(parents=True, exist_ok=True)
+        (args.profile_ours / "summary.txt").unlink(missing_ok=True)
+    open_files = raise_open_files_limit()
     background = background_cpu_percent()
     if background > NOISY_OTHER_CPU_PERCENT:
         log(
@@ -239,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict[str, dict[str, list[Measurement]]] = {}
     failures: list[str] = []
     started: list[Target] = []
+    extras: dict[str, dict[str, dict[str, Any]]] = {}
     interrupted = False
     log(f"bench: {plan.note}")
     log(
@@ -251,12 +285,22 @@ def main(argv: list[str] | None = None) -> int:
             backend = start_backend(workdir, plan, workdir / "www")
             started.append(backend)
             tls = write_tls_files(workdir / "tls") if args.tls else None
-            start_targets(args, workdir, plan, backend, status, started, tls)
+            streams = StreamPorts(free_port("127.0.0.1"), free_port("127.0.0.1")) if args.extra_rows else None
+            ws_backend = start_ws_backend(workdir, plan, streams.ws) if streams is not None else None
+            if ws_backend is not None:
+                backend.services.append(ws_backend)
+            start_targets(args, workdir, plan, backend, status, started, tls, streams)
             script = workdir / "reporter.lua"
             script.write_text(REPORTER_LUA)
             live = {t.name: t for t in started if status.get(t.name, {}).get("status") == "ok"}
             session = Session(args, plan, script, backend, started)
             measure_matrix(session, live, workloads, rounds, failures, log)
+            if streams is not None:
+                log(f"bench: rows wrk cannot drive: {', '.join(EXTRA_ROWS)} (open-files limit {open_files})")
+                extras, extra_failures = measure_extra_rows(
+                    workdir, plan, live, args.targets, streams, args.connections, args.duration, log
+                )
+                failures += extra_failures
     except KeyboardInterrupt:
         interrupted = True
         log("bench: interrupted; stopping every child process")
@@ -267,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in reversed(started):
             target.stop()
         if args.profile_ours is not None:
-            report_profile(args.profile_ours)
+            log(f"bench: py-spy stacks of our data plane per workload and summary.txt in {args.profile_ours}")
         if args.keep_workdir:
             log(f"bench: configs and logs kept in {workdir}")
         else:
@@ -302,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": {size: {n: m.to_json() for n, m in by.items()} for size, by in results.items()},
         "ratios": {size: ratios(by) for size, by in results.items()},
-        "goals": issue_goals(results),
+        "extra_rows": extras,
+        "goals": [goal.to_json() for goal in issue_goals(results, extras)],
         "failures": failures,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -319,8 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         if workload.name in results:
             print()
             print(render_table(f"{workload.name}: {workload.description}", results[workload.name]))
+    if extras:
+        print()
+        print(render_extra_rows(extras))
     print()
-    print(render_goals(document["goals"]))
+    print(render_goals(issue_goals(results, extras)))
     for name, info in status.items():
         if info["status"] != "ok":
             print(f"{name}: {info['status']}: {info['reason']}")

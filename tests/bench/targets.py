@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import socket
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ from tests.bench.peer_configs import (
     PAYLOADS,
     BackendCounters,
     Payload,
+    StreamPorts,
     TlsListener,
     caddyfile,
     haproxy_config,
@@ -74,6 +76,8 @@ class Target:
     services: list[ServiceProcess] = field(default_factory=list)
     # the process whose group's CPU time we account to this target (None for DIRECT: that is the backend)
     measured: ServiceProcess | None = None
+    # ours only: a valid access token for its protected proxy (the `protected` workload)
+    bearer_token: str | None = None
 
     def stop(self) -> None:
         for service in reversed(self.services):
@@ -139,11 +143,13 @@ def backend_counters(backend: Target) -> BackendCounters:
     return BackendCounters(counters.accepted_connections - 1, counters.requests - 1)
 
 
-def start_nginx_proxy(workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles | None) -> Target:
+def start_nginx_proxy(
+    workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles | None, streams: StreamPorts | None = None
+) -> Target:
     port, listener = free_port(HOST), tls_listener(tls)
     config = _write(
         workdir / "nginx-proxy.conf",
-        nginx_proxy_config(workdir, port=port, backend_port=backend_port, tls=listener),
+        nginx_proxy_config(workdir, port=port, backend_port=backend_port, tls=listener, streams=streams),
     )
     service = ServiceProcess(
         name="nginx proxy",
@@ -155,9 +161,13 @@ def start_nginx_proxy(workdir: Path, plan: CorePlan, backend_port: int, tls: Tls
     return _started(target, service)
 
 
-def start_caddy(workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles | None) -> Target:
+def start_caddy(
+    workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles | None, streams: StreamPorts | None = None
+) -> Target:
     port, listener = free_port(HOST), tls_listener(tls)
-    config = _write(workdir / "Caddyfile", caddyfile(port=port, backend_port=backend_port, tls=listener))
+    config = _write(
+        workdir / "Caddyfile", caddyfile(port=port, backend_port=backend_port, tls=listener, streams=streams)
+    )
     home = workdir / "caddy-home"
     home.mkdir(exist_ok=True)
     env = {
@@ -179,10 +189,23 @@ def start_caddy(workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles 
     return _started(target, service)
 
 
-def start_haproxy(workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles | None) -> Target:
+def start_haproxy(
+    workdir: Path, plan: CorePlan, backend_port: int, tls: TlsFiles | None, streams: StreamPorts | None = None
+) -> Target:
     port, listener = free_port(HOST), tls_listener(tls)
+    # Room for the idle-connection row (10,000 clients) as far as the open-files limit allows (run.py raises
+    # it where it can): haproxy reserves two descriptors per connection and refuses a maxconn beyond that.
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    max_connections = max(4096, min(16_000, (soft_limit - 200) // 2))
     config = _write(
-        workdir / "haproxy.cfg", haproxy_config(port=port, backend_port=backend_port, tls=listener)
+        workdir / "haproxy.cfg",
+        haproxy_config(
+            port=port,
+            backend_port=backend_port,
+            tls=listener,
+            streams=streams,
+            max_connections=max_connections,
+        ),
     )
     service = ServiceProcess(
         name="haproxy",
@@ -207,6 +230,7 @@ def fetch(
     tls_context: ssl.SSLContext | None = None,
     server_name: str | None = None,
     timeout_seconds: float = 5.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """GET `path` with `Host: host` from 127.0.0.1:`port`; over TLS with `tls_context`, sending `server_name`
     as SNI (and checking the certificate against it) when given, else none (the address is checked)."""
@@ -224,7 +248,7 @@ def fetch(
             except BaseException:
                 raw.close()
                 raise
-        connection.request("GET", path, headers={"Host": host})
+        connection.request("GET", path, headers={"Host": host, **(headers or {})})
         response = connection.getresponse()
         return response.status, response.read()
     finally:

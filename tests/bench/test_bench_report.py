@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.report import Measurement, issue_goals, ratios, render_table
+from tests.bench.report import Measurement, issue_goals, ratios, render_extra_rows, render_goals, render_table
 from tests.bench.wrk_result import MARKER, WrkOutputError, WrkResult, parse_wrk_output
 
 WRK_STDOUT = (
@@ -78,13 +78,50 @@ def test_ratios_and_goals() -> None:
     assert table["ours/caddy"]["requests_per_second"] == pytest.approx(1.5)
     assert table["ours/caddy"]["latency_p99"] == pytest.approx(1.5)
     assert "ours/nginx" not in table  # nginx was not measured at this size
-    goals = {g["goal"]: g["met"] for g in issue_goals({"small": small, "1m": big})}
-    assert goals == {
-        "small GET requests/s >= 0.5x Caddy": True,
-        "small GET requests/s >= 1.0x Caddy (team goal)": True,
-        "small GET p99 <= 2x Caddy": True,
-        "1 MiB throughput >= 0.5x nginx": False,
+    protected = {"ours": Measurement("ours", "protected", _wrk(27_500, 3.2, 7), 9.9)}
+    extras = {
+        "ws-echo": {
+            "ours": {"round_trips_per_second": 40_000.0, "latency_p50_ms": 1.0, "latency_p99_ms": 2.0},
+            "nginx": {"round_trips_per_second": 60_000.0, "latency_p50_ms": 0.5, "latency_p99_ms": 1.0},
+        },
+        "sse-delay": {
+            "ours": {
+                "events_per_second": 6400.0,
+                "delay_p50_ms": 0.2,
+                "delay_p99_ms": 3.0,
+                "delay_max_ms": 9.0,
+                "lost": 0,
+            }
+        },
+        "idle-memory": {
+            "ours": {
+                "connections": 10_000,
+                "failed": 0,
+                "rss_before_mb": 70.0,
+                "rss_after_mb": 130.0,
+                "mb_per_10k": 60.0,
+            }
+        },
     }
+    goals = {
+        g.workload: (g.value, g.floor_met, g.goal_met)
+        for g in issue_goals({"small": small, "1m": big, "protected": protected}, extras)
+    }
+    assert goals == {
+        "small GET keep-alive req/s": (1.5, True, True),
+        "small GET p99": (1.5, True, False),
+        "small GET over TLS keep-alive req/s": (None, None, None),  # not measured in this run
+        "new TLS connection per request (req/s)": (None, None, None),
+        "OAuth-protected small GET vs the same proxy unprotected": (pytest.approx(0.917), True, False),
+        "WebSocket 32 B echo round trips/s": (pytest.approx(0.667), False, False),
+        "SSE event delay p99 at 6,400 events/s": (3.0, True, False),
+        "memory per 10,000 idle keep-alive connections": (60.0, True, False),
+        "1 MiB GET (MB/s)": (pytest.approx(0.417), False, False),
+    }
+    rendered = render_goals(issue_goals({"small": small}, extras))
+    assert "small GET keep-alive req/s" in rendered and "NOT met" in rendered and "not measured" in rendered
+    tables = render_extra_rows(extras)
+    assert "40,000" in tables and "60.0" in tables and "ws-echo" in tables and "idle-memory" in tables
     text = render_table("small", small)
     assert "ours/Caddy" in text and "0.30x" in text and "1.50x" in text
 

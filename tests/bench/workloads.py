@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.bench.peer_configs import PAYLOADS, Payload
+from tests.bench.peer_configs import BENCH_HOST, PAYLOADS, PROTECTED_HOST, Payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,9 @@ class Workload:
     payload: Payload
     tls: bool = False
     new_connection_per_request: bool = False
+    host: str = BENCH_HOST
+    # Sent with the target's own valid access token, to its protected proxy (only ours has one).
+    protected: bool = False
 
     @property
     def description(self) -> str:
@@ -25,7 +28,8 @@ class Workload:
             if self.new_connection_per_request
             else "keep-alive"
         )
-        return f"GET {self.payload.size_bytes} bytes over {transport}, {reuse}"
+        protected = ", OAuth-protected proxy, valid JWT" if self.protected else ""
+        return f"GET {self.payload.size_bytes} bytes over {transport}, {reuse}{protected}"
 
 
 TLS_WORKLOADS = (
@@ -34,6 +38,11 @@ TLS_WORKLOADS = (
 )
 
 
+# The same small GET to a protected proxy: compared with the same proxy unprotected (`small`).
+PROTECTED_WORKLOAD = Workload("protected", PAYLOADS["small"], host=PROTECTED_HOST, protected=True)
+
+
 def plan_workloads(sizes: list[str], *, tls: bool) -> list[Workload]:
     plain = [Workload(size, PAYLOADS[size]) for size in sizes]
-    return plain + (list(TLS_WORKLOADS) if tls else [])
+    protected = [PROTECTED_WORKLOAD] if "small" in sizes else []
+    return plain + protected + (list(TLS_WORKLOADS) if tls else [])

@@ -115,9 +115,12 @@ def wrk_argv(
     connections: int,
     duration_seconds: int,
     close_each: bool = False,
+    headers: tuple[str, ...] = (),
 ) -> list[str]:
     # With "Connection: close" the server ends every connection after one response and wrk reconnects.
     extra = ["-H", "Connection: close"] if close_each else []
+    for header in headers:
+        extra += ["-H", header]
     return [
         "wrk",
         f"-t{threads}",

@@ -1,7 +1,8 @@
 """Small real backends for data-plane tests: an HTTP/1.1 server (asyncio + h11), a WebSocket echo server
 (the `websockets` library), each on a free loopback port in its own thread with its own event loop, so tests
 can talk to the proxy with blocking or async clients alike; and a WSGI server (the standard library's
-reference one, wsgiref) answering with the CGI environment an application sees (`WsgiBackend`).
+reference one, wsgiref) answering with the CGI environment an application sees (`WsgiBackend`); and
+`RawUpstream`, a socket server whose subclasses script the exact bytes of each answer (malformed ones too).
 
 HTTP endpoints (path, query optional):
   /echo                 JSON: method, target, headers, body (text), body_length
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import threading
 import wsgiref.simple_server
@@ -336,3 +338,44 @@ class WsgiBackend:
 class _QuietWsgiHandler(wsgiref.simple_server.WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+class RawUpstream:
+    """A keep-alive server on a raw socket, one thread per connection; `_exchanges(sock)` (the subclass's)
+    reads requests and writes whatever bytes the test needs, well-formed or not."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.connections_accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._stop = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._stop = True
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections_accepted += 1
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            self._exchanges(sock)
+        except OSError:
+            pass  # the proxy dropped this connection (what some tests expect it to do)
+        finally:
+            sock.close()
+
+    def _exchanges(self, sock: socket.socket) -> None:
+        raise NotImplementedError

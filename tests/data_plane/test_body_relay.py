@@ -11,58 +11,27 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
+from tests.data_plane.backends import RawUpstream
 from tests.data_plane.conftest import DataPlane
 from tests.data_plane.helpers import configure, proxy_to, raw_exchange
-from tests.harness.services import free_port
 
 pytestmark = pytest.mark.proxy
 
 BODY = bytes(range(256)) * 1024  # 256 KiB, sent in pieces so it spans many reads
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(RawUpstream):
     """A keep-alive HTTP/1.1 server on a raw socket; the request path picks how the response misbehaves."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.connections_accepted = 0
         self.requests = 0
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._stop = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._stop = True
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections_accepted += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
-        try:
-            self._exchanges(sock)
-        except OSError:
-            pass  # the proxy dropped this connection (what some tests expect it to do)
-        finally:
-            sock.close()
+        super().__init__()
 
     def _exchanges(self, sock: socket.socket) -> None:
         buffer = b""
