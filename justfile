@@ -96,3 +96,7 @@ redis-cli *args: bootstrap
 # Benchmarks (tests/bench); not part of `just test`
 bench *args: bootstrap
     "{{ python }}" -m tests.bench.run "$@"
+
+# Config at scale: change-live latency with 10,000 proxies / 20,000 routes, concurrent creates, data-plane RSS
+bench-config *args: bootstrap
+    "{{ python }}" -m tests.bench.config_scale "$@"
