@@ -150,13 +150,7 @@ class ServiceManager:
             write.change("service", "created", record.name, record.owner)
             return write
 
-        try:
-            await self._store.transact(plan)
-        except BaseException:
-            await self._ports.release_all(
-                [allocation for _, allocation in allocated if allocation is not None]
-            )
-            raise
+        await self._transact_releasing(plan, allocated)
         if proxy is not None:
             await self._proxies.saved(proxy)
         await self._nudge(record.name, "created")
@@ -227,9 +221,23 @@ class ServiceManager:
                     update["container_port"] = host_port
                 out.append((port.model_copy(update=update), allocation))
         except BaseException:
-            await self._ports.release_all([a for _, a in out if a is not None])
+            await self._release_new(out)
             raise
         return out
+
+    async def _release_new(self, allocated: list[tuple[ServicePort, PortAllocation | None]]) -> None:
+        """Release what `_allocate` allocated (None: a kept port, not this call's to release)."""
+        await self._ports.release_all([allocation for _, allocation in allocated if allocation is not None])
+
+    async def _transact_releasing(
+        self, plan: store.Plan, allocated: list[tuple[ServicePort, PortAllocation | None]]
+    ) -> None:
+        """Run the config transaction; when it fails, the ports allocated for it go back."""
+        try:
+            await self._store.transact(plan)
+        except BaseException:
+            await self._release_new(allocated)
+            raise
 
     # ---- update
 
@@ -288,13 +296,7 @@ class ServiceManager:
             write.change("service", "updated", name, current.owner)
             return write
 
-        try:
-            await self._store.transact(plan)
-        except BaseException:
-            await self._ports.release_all(
-                [allocation for _, allocation in allocated if allocation is not None]
-            )
-            raise
+        await self._transact_releasing(plan, allocated)
         if changed:
             await self._nudge(name, f"updated to generation {new.generation}")
         return await self._view(self._store.reader, new)
