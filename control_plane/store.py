@@ -26,8 +26,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError, WatchError
 
+from control_plane.records import ApiToken, ZoneDelegation
 from shared import keys
-from shared.models import ADMIN_OWNER, ApiToken, ChangeEvent, ProxyTarget, Route, ZoneDelegation
+from shared.models import ADMIN_OWNER, ChangeEvent, ProxyTarget, Route
 
 from .errors import StoreBusy
 

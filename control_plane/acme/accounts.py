@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from josepy import jwk as josepy_jwk
 
+from control_plane.records import AcmeAccount
 from shared import keys
 from shared.encryption import Keyring, acme_account_key_context
-from shared.models import AcmeAccount
 
 from .order import AcmeEndpoint, call_blocking, open_client, register_account
 

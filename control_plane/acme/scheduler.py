@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 
 import redis.asyncio as aioredis
 
+from control_plane.records import CertificateWanted
 from shared import keys
 from shared.hostnames import public_ca_refusal
-from shared.models import Certificate, CertificateWanted, ProxyTarget
+from shared.models import Certificate, ProxyTarget
 
 from .. import store
 from ..store import Store

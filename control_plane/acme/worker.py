@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from control_plane.records import CertificateWanted
 from shared.config import Settings
 from shared.encryption import EncryptionError, Keyring
-from shared.models import CertificateWanted
 
 from ..background import BackgroundLoops
 from ..services.certificates import CertificateService

@@ -12,8 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from control_plane.records import CertificateWanted
 from shared import keys
-from shared.models import CertificateWanted
 
 from ..stream_consumer import StreamConsumer, append_event
 

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from shared.models import OAuthClient
+from control_plane.records import OAuthClient
 from shared.secrets import constant_time_equal
 
 from ..oauth.authorization import Page, Redirect

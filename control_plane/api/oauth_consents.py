@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from shared.models import OAuthConsent
+from control_plane.records import OAuthConsent
 
 from ..errors import InvalidInput
 from .deps import PrincipalDep, RuntimeDep

@@ -20,8 +20,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from control_plane.records import (
+    AuthorizationCode,
+    AuthorizationRequest,
+    OAuthClient,
+    UpstreamLogin,
+    UserIdentity,
+)
 from shared.encryption import EncryptionError, Keyring
-from shared.models import AuthorizationCode, AuthorizationRequest, OAuthClient, UpstreamLogin, UserIdentity
 from shared.secrets import constant_time_equal, token_sha256
 
 from . import pkce

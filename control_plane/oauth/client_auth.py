@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote_plus
 
-from shared.models import OAuthClient
+from control_plane.records import OAuthClient
 from shared.secrets import constant_time_equal, token_sha256
 
 from .errors import InvalidClient, OAuthError

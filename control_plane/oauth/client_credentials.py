@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.models import OAuthClient, OAuthGrant, UserIdentity
+from control_plane.records import OAuthClient, OAuthGrant, UserIdentity
 
 from .errors import OAuthError
 from .grant_types import CLIENT_CREDENTIALS

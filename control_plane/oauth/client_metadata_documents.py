@@ -24,8 +24,8 @@ import httpx
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from control_plane.records import OAuthClient
 from shared import keys
-from shared.models import OAuthClient
 
 from .errors import OAuthError
 from .redirect_uris import InvalidRedirectUri, check_registrable

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from shared.models import OAuthConsent
+from control_plane.records import OAuthConsent
 
 from .state_store import OAuthState
 

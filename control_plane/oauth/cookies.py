@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from control_plane.records import UserIdentity
 from shared.encryption import Keyring
-from shared.models import UserIdentity
 
 CONSENT_COOKIE = "__Host-mhp_consent"
 FLOW_COOKIE = "__Host-mhp_flow"

@@ -20,8 +20,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from control_plane.records import DeviceLogin, OAuthClient, OAuthGrant
 from shared.encryption import EncryptionError, Keyring
-from shared.models import DeviceLogin, OAuthClient, OAuthGrant
 from shared.secrets import token_sha256
 
 from .errors import OAuthError

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from shared.models import UserIdentity
+from control_plane.records import UserIdentity
 
 from .errors import OAuthError
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from shared.models import OAuthClient
+from control_plane.records import OAuthClient
 from shared.secrets import token_sha256
 
 from .key_ring import SigningKeyRing

@@ -38,9 +38,10 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from control_plane.records import OAuthSigningKey, OAuthSigningKeyRing
 from shared import keys
 from shared.encryption import EncryptionError, Keyring
-from shared.models import ADMIN_OWNER, OAuthSigningKey, OAuthSigningKeyRing
+from shared.models import ADMIN_OWNER
 
 from ..store import ConfigWrite, Reader, Store
 from .errors import NotConfigured, OAuthError

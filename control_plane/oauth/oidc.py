@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from shared.models import UserIdentity
+from control_plane.records import UserIdentity
 
 from .errors import OAuthError
 from .github import GitHubApp, UpstreamError

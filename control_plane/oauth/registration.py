@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.models import OAuthClient
+from control_plane.records import OAuthClient
 from shared.secrets import constant_time_equal, token_sha256
 
 from .errors import OAuthError

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
+from control_plane.records import OAuthClient
 from shared.config import Settings
 from shared.encryption import EncryptionError, KeyNotConfigured, Keyring
-from shared.models import OAuthClient
 
 from ..services.auth_config import github_app_context, proxy_auth_collection
 from ..services.hostname_claims import reserved_hostnames

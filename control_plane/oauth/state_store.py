@@ -17,8 +17,7 @@ from typing import Any, Literal, TypeVar
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
 
-from shared import keys
-from shared.models import (
+from control_plane.records import (
     AuthorizationCode,
     AuthorizationRequest,
     DeviceLogin,
@@ -28,6 +27,7 @@ from shared.models import (
     RefreshRecord,
     UpstreamLogin,
 )
+from shared import keys
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.models import AuthorizationCode, OAuthClient, OAuthGrant, RefreshRecord, canonical_resource_uri
+from control_plane.records import AuthorizationCode, OAuthClient, OAuthGrant, RefreshRecord
+from shared.models import canonical_resource_uri
 from shared.secrets import token_sha256
 
 from . import pkce

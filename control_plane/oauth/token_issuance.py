@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.models import OAuthGrant, RefreshRecord
+from control_plane.records import OAuthGrant, RefreshRecord
 from shared.secrets import token_sha256
 
 from .api_access import CLI_CLIENT_ID

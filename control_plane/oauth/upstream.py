@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from shared.models import UserIdentity
+from control_plane.records import UserIdentity
 
 from .github import GitHubApp
 

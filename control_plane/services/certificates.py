@@ -25,17 +25,11 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
+from control_plane.records import CertificateWanted
 from shared import keys
 from shared.config import Settings
 from shared.hostnames import InvalidHostname, normalise_hostname, public_ca_refusal
-from shared.models import (
-    ADMIN_OWNER,
-    CERT_NAME_PATTERN,
-    MAX_CERTIFICATE_DOMAINS,
-    Certificate,
-    CertificateWanted,
-    ProxyTarget,
-)
+from shared.models import ADMIN_OWNER, CERT_NAME_PATTERN, MAX_CERTIFICATE_DOMAINS, Certificate, ProxyTarget
 
 from .. import store
 from ..acme.records import certificate_for_domain, certificates, delete_certificate, put_certificate

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.models import OAuthClient
+from control_plane.records import OAuthClient
 
 from ..errors import InvalidInput, NotFound
 from ..oauth.errors import OAuthError

@@ -15,7 +15,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.models import ADMIN_OWNER, TOKEN_NAME_PATTERN, ApiToken, TokenGrant, ZoneDelegation
+from control_plane.records import TOKEN_NAME_PATTERN, ApiToken, TokenGrant, ZoneDelegation
+from shared.models import ADMIN_OWNER
 from shared.secrets import new_api_token, token_sha256
 
 from .. import store

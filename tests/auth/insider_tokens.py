@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 from control_plane.oauth.key_ring import signing_key_context
 from control_plane.oauth.signing import SigningKeys
+from control_plane.records import OAuthSigningKeyRing
 from shared import keys
 from shared.encryption import Keyring
-from shared.models import OAuthSigningKeyRing
 from tests.control_plane.conftest import ADMIN, RunningControlPlane
 
 

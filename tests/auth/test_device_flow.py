@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 
 from control_plane.oauth.device_flow import device_login_context
 from control_plane.oauth.server import CLI_CLIENT_ID
+from control_plane.records import DeviceLogin
 from shared import keys
 from shared.encryption import Keyring
-from shared.models import DeviceLogin
 from shared.secrets import token_sha256
 from tests.control_plane.conftest import RunningControlPlane
 

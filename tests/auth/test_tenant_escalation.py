@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from control_plane.oauth.api_access import CLI_CLIENT_ID
 from control_plane.oauth.pkce import new_verifier, s256
 from control_plane.oauth.state_store import OAuthState
-from shared.models import AuthorizationCode, OAuthGrant, RefreshRecord, UserIdentity
+from control_plane.records import AuthorizationCode, OAuthGrant, RefreshRecord, UserIdentity
 from shared.secrets import token_sha256
 from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer
 

@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from control_plane.acme.lock import DomainLocks, LockBusy
 from control_plane.acme.workflow import WorkflowConsumer, request_certificate
+from control_plane.records import CertificateWanted
 from shared import keys
-from shared.models import CertificateWanted
 
 pytestmark = pytest.mark.certificates
 
