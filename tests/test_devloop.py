@@ -6,6 +6,7 @@ Plus the .env writer: every secret present and well-formed, an existing file nev
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -28,6 +29,7 @@ from deploy.local.env_file import (
     ensure_env_file,
 )
 from deploy.local.processes import pid_alive
+from shared import keys
 from shared.config import ENV_FILE_VARIABLE, Settings
 from tests.harness.services import free_port
 
@@ -138,6 +140,20 @@ def _clean_environment() -> dict[str, str]:
 
 @pytest.fixture
 def up_run(tmp_path: Path) -> Iterator[UpRun]:
+    with _running_up(tmp_path) as run:
+        yield run
+
+
+@pytest.fixture
+def verbose_up_run(tmp_path: Path) -> Iterator[UpRun]:
+    with _running_up(tmp_path, "-v") as run:
+        yield run
+
+
+@contextlib.contextmanager
+def _running_up(tmp_path: Path, *args: str) -> Iterator[UpRun]:
+    """`just up ARGS` on free ports with its own env file and state dir; everything it started is killed
+    afterwards, whatever the test did."""
     # Every recipe bootstraps first; do it here so the timed part below measures `up`, not a pip install.
     subprocess.run(["bash", str(REPO_ROOT / "deploy/local/bootstrap.sh")], check=True, timeout=600)
     state_dir = tmp_path / "state"
@@ -165,7 +181,7 @@ def up_run(tmp_path: Path) -> Iterator[UpRun]:
     output = tmp_path / "up.out"
     with open(output, "wb") as sink:
         process = subprocess.Popen(
-            [_just(), "--justfile", str(REPO_ROOT / "justfile"), "up"],
+            [_just(), "--justfile", str(REPO_ROOT / "justfile"), "up", *args],
             cwd=REPO_ROOT,
             env=env,
             stdout=sink,
@@ -315,6 +331,50 @@ def test_just_up_serves_and_ctrl_c_leaves_no_process(up_run: UpRun) -> None:
     assert "killed by SIGTERM" not in up_run.output_text()
     assert not up_run.pids_file.exists()
     assert up_run.env_file.read_bytes() == env_before, "`just up` must never rewrite an existing env file"
+
+
+def test_just_up_v_prints_an_access_line_per_request(verbose_up_run: UpRun) -> None:
+    _wait_until_up(verbose_up_run)
+    paths = [f"/access-line-{index}" for index in range(3)]
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        for path in paths:
+            answer = client.get(
+                f"http://127.0.0.1:{verbose_up_run.http_port}{path}", headers={"Host": "nobody.devloop.test"}
+            )
+            assert answer.status_code == 404
+    deadline = time.monotonic() + UP_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        lines = [line for line in verbose_up_run.output_text().splitlines() if line.startswith("access")]
+        if all(any(f'"GET nobody.devloop.test{path}" 404' in line for line in lines) for path in paths):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"no access line for every request:\n{verbose_up_run.output_text()[-3000:]}")
+
+
+def test_just_up_without_v_prints_no_access_line(up_run: UpRun) -> None:
+    _wait_until_up(up_run)
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        client.get(f"http://127.0.0.1:{up_run.http_port}/quiet", headers={"Host": "nobody.devloop.test"})
+    # The request is in the request log (so -v would have shown it) but not in the output.
+    deadline = time.monotonic() + UP_DEADLINE_SECONDS
+    while time.monotonic() < deadline and "/quiet" not in _request_log_paths(up_run):
+        time.sleep(0.1)
+    assert "/quiet" in _request_log_paths(up_run)
+    assert not [line for line in up_run.output_text().splitlines() if line.startswith("access")]
+
+
+def _request_log_paths(run: UpRun) -> str:
+    command = ["redis-cli", "XRANGE", keys.request_log_stream(), "-", "+"]
+    read = subprocess.run(
+        [_just(), "--justfile", str(REPO_ROOT / "justfile"), *command],
+        cwd=REPO_ROOT,
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return read.stdout
 
 
 def test_a_dying_child_stops_everything_and_fails(up_run: UpRun) -> None:

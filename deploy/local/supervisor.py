@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from deploy.local.access_lines import follow_access_lines
 from deploy.local.env_file import ensure_env_file
 from deploy.local.processes import pid_alive
 from deploy.local.state_paths import StatePaths, state_paths
@@ -392,7 +394,7 @@ async def _drain_pump(child: Child) -> None:
             await asyncio.wait_for(asyncio.shield(child.pump), 1.0)
 
 
-async def run_up(paths: StatePaths, out: TextIO) -> int:
+async def run_up(paths: StatePaths, out: TextIO, *, access_lines: bool = False) -> int:
     if ensure_env_file(paths.env_file):
         print(f"created {paths.env_file} with fresh secrets (ADMIN_TOKEN, REDIS_PASSWORD, keys)", file=out)
     os.environ[ENV_FILE_VARIABLE] = str(paths.env_file)
@@ -445,6 +447,7 @@ async def run_up(paths: StatePaths, out: TextIO) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     write_pids(paths.pids_file, os.getpid(), {})
     exit_code = 0
+    access: asyncio.Task[None] | None = None
     try:
         specs = plan_children(sys.executable, redis_config)
         redis_child = None
@@ -456,6 +459,10 @@ async def run_up(paths: StatePaths, out: TextIO) -> int:
         await supervisor.wait_healthy()
         for text in banner_lines(settings, paths, embedded_redis=redis_child is not None):
             sink.line("supervisor", text)
+        if access_lines:
+            sink.line("supervisor", "access lines on (-v): one per request, from the request log")
+            emit = functools.partial(sink.line, "access")
+            access = asyncio.create_task(follow_access_lines(settings, emit))
         dead = await supervisor.wait_until_done()
         if dead is not None:
             raise ChildExited(dead)
@@ -477,6 +484,10 @@ async def run_up(paths: StatePaths, out: TextIO) -> int:
                 sink.line(child.spec.name, text)
         exit_code = 1
     finally:
+        if access is not None:
+            access.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await access
         await supervisor.stop_all()
         with contextlib.suppress(FileNotFoundError):
             paths.pids_file.unlink()
@@ -520,11 +531,17 @@ def run_down(paths: StatePaths, timeout_seconds: float = 3 * STOP_GRACE_SECONDS)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="supervisor", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="up: print one access line per request (read from the request-log stream)",
+    )
     args = parser.parse_args(argv)
     paths = state_paths()
     if args.command == "down":
         return run_down(paths)
-    return asyncio.run(run_up(paths, sys.stdout))
+    return asyncio.run(run_up(paths, sys.stdout, access_lines=args.verbose))
 
 
 if __name__ == "__main__":
