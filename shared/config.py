@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     DP_MAX_RESPONSE_HEAD_BYTES: int = Field(default=64 * 1024, gt=0)
     DP_SHUTDOWN_DRAIN_SECONDS: float = Field(default=20.0, gt=0)
     DP_TLS_HANDSHAKE_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    # Request-log entries waiting for Redis (an outage): bounded by memory and age, the oldest dropped beyond
+    DP_LOG_BACKLOG_MAX_BYTES: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    DP_LOG_BACKLOG_MAX_AGE_SECONDS: float = Field(default=60.0, gt=0)
 
     # Local dev loop: port of the private redis-server `just up` starts when REDIS_URL is empty
     EMBEDDED_REDIS_PORT: int = Field(default=6379, ge=1, le=65535)
