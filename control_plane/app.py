@@ -30,6 +30,7 @@ from .api import (
     routes,
     services,
     tokens,
+    workflows,
 )
 from .edge.body_limit import BodyLimit
 from .edge.rate_limit import RateLimit
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_consents.router)
     app.include_router(services.router)
     app.include_router(ports.router)
+    app.include_router(workflows.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     ACME_CA_BUNDLE: str = ""
     # Background issuance worker (workflow consumer + renewal scheduler) in the control plane
     ACME_WORKER_ENABLED: bool = True
+    # Workflow events (ACME, services) whose handler failed this many deliveries go to a dead-letter stream
+    WORKFLOW_MAX_DELIVERIES: int = Field(default=5, ge=1, le=1000)
     ACME_RENEWAL_CHECK_INTERVAL_SECONDS: float = Field(default=86400.0, gt=0)
     ACME_RENEW_BEFORE_DAYS: float = Field(default=30.0, ge=0)
     ACME_RETRY_BASE_SECONDS: float = Field(default=60.0, gt=0)

@@ -36,6 +36,7 @@ class CertificateWorker:
             store.redis,
             self.handle,
             claim_idle_seconds=settings.ACME_ORDER_TIMEOUT_SECONDS + 2 * settings.ACME_LOCK_LEASE_SECONDS,
+            max_deliveries=settings.WORKFLOW_MAX_DELIVERIES,
         )
         # A certificate untouched for longer than an order plus a lock lease has no attempt in flight.
         self.scheduler = Scheduler(
