@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     API_PORT: int = Field(default=9000, ge=0, le=65535)
     INTERNAL_HOST: str = "127.0.0.1"
     INTERNAL_PORT: int = Field(default=9100, ge=0, le=65535)
+    # The control plane's Prometheus /metrics, on INTERNAL_HOST (0 = off)
+    CP_METRICS_PORT: int = Field(default=9099, ge=0, le=65535)
 
     # Edge security
     TRUSTED_PROXY_CIDRS: str = "127.0.0.1/32,::1/128"

@@ -143,13 +143,14 @@ class WorkflowMonitor:
         principal.require_admin("see the workflows")
         return [await self._view(name, stream, group, limit) for name, (stream, group) in _STREAMS.items()]
 
-    async def lag(self) -> dict[str, tuple[int, int]]:
-        """Per workflow: (undelivered, delivered but unacknowledged) events; for the metrics."""
-        out: dict[str, tuple[int, int]] = {}
+    async def lag(self) -> dict[str, tuple[int, int, int]]:
+        """Per workflow: (undelivered, unacknowledged, dead-lettered) events; for the metrics."""
+        out: dict[str, tuple[int, int, int]] = {}
         for name, (stream, group) in _STREAMS.items():
             info = await self._group_info(stream, group)
             undelivered = await self._undelivered_count(stream, info)
-            out[name] = (undelivered, int(info.get("pending", 0)) if info else 0)
+            dead = int(await self._redis.xlen(keys.workflow_dead_letters(stream)))
+            out[name] = (undelivered, int(info.get("pending", 0)) if info else 0, dead)
         return out
 
     async def retry(self, principal: Principal, workflow: str, item: str) -> WorkflowAction:
