@@ -4,7 +4,7 @@ Each `Metrics` owns its own CollectorRegistry (never the process-global default 
 can live in one test process and nothing registers twice. Label values come from small closed sets (status
 codes as strings, reload results), so the series count stays bounded whatever clients send. Each worker
 process has its own instance on its own internal port (INTERNAL_PORT + worker index); summing across
-`--workers` is the scraper's job, with one target per worker.
+`--workers` is the scraper's job, with one target per worker (deploy/prometheus/prometheus.yml).
 
 The two series touched on every request (requests by status, upstream latency) are plain integer arrays
 folded into Prometheus families at scrape time by a collector: prometheus_client's own Counter and Histogram
