@@ -10,8 +10,8 @@ cost a read, not a second side effect.
 A handler that raises leaves its event pending (delivered again after `claim_idle_seconds`) and its error is
 recorded in the workflow's failures hash (keys.workflow_failures); at the `max_deliveries`-th failed delivery
 the event moves to the dead-letter stream (keys.workflow_dead_letters) with its last error, instead of being
-retried forever. A malformed event goes there at once. `mhp workflow` (control_plane/workflows.py) shows
-both and retries or drops their items.
+retried forever. A malformed event goes there at once. `mhp workflow` (control_plane/services/workflows.py)
+shows both and retries or drops their items.
 """
 
 from __future__ import annotations

@@ -394,9 +394,8 @@ class RequestLog:
             return
         queue = self._queue
         queue.append(entry)
-        self._backlog_bytes += ENTRY_OVERHEAD_BYTES + len(
-            entry.path
-        )  # entry_size_bytes, inlined (per request)
+        # entry_size_bytes(entry), inlined: this runs once per request.
+        self._backlog_bytes += ENTRY_OVERHEAD_BYTES + len(entry.path)
         if (
             self._backlog_bytes > self._max_backlog_bytes
             or queue[0].time < entry.time - self._max_backlog_age
