@@ -4,9 +4,9 @@ which may be reachable from the internet through the data plane (the OAuth endpo
 hostnames, certificates or logins can leak through it.
 
 Label values come from closed sets: route templates (`/api/v1/services/{name}`, never the name itself),
-HTTP methods and status codes, OAuth grant types (anything else is `other`) and error codes, ACME
-outcomes, workflow names. Workflow lag is read from Redis at scrape time (a few XINFO/XLEN calls), so it
-is what Redis holds now, whichever replica answers the scrape.
+HTTP methods and OAuth grant types (anything else is `other`), status codes, OAuth error codes, ACME
+outcomes, workflow names. Workflow lag is read from Redis at scrape time (a few XINFO/XLEN calls), so it is
+what Redis holds now, whichever replica answers the scrape.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ API_LATENCY_BUCKETS_SECONDS: Final = (
 GRANT_TYPES: Final = frozenset({AUTHORIZATION_CODE, REFRESH_TOKEN, DEVICE_CODE, CLIENT_CREDENTIALS})
 # Requests no route matched (404s, scanners): one series, not one per path.
 UNMATCHED_ROUTE: Final = "unmatched"
+# Clients may send any method token; anything else is one `other` series.
+HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ACME_ORDER_OUTCOMES: Final = ("issued", "failed")
 
 # Per workflow: (undelivered, in flight, dead-lettered) events.
@@ -142,6 +144,7 @@ class RequestMetrics:
             # The router wrote the matched route into this same scope dict.
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
             self.metrics.api_request_seconds.labels(
-                route=template, method=scope["method"], status=str(status)
+                route=template, method=method, status=str(status)
             ).observe(time.perf_counter() - started)

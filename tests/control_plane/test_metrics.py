@@ -105,6 +105,7 @@ async def test_api_oauth_acme_and_workflow_metrics_from_a_real_scrape(
     assert (await api.get("/api/v1/tokens/secret-tenant-name", headers=ADMIN)).status_code == 404
     assert (await api.get("/api/v1/tokens/")).status_code == 401
     assert (await api.get("/no/such/page")).status_code == 404
+    assert (await api.request("BREW", "/api/v1/tokens/", headers=ADMIN)).status_code == 405
 
     # Token requests: a machine client gets a token; an unknown client and a wrong grant are refused.
     created = await api.post(
@@ -166,6 +167,7 @@ async def test_api_oauth_acme_and_workflow_metrics_from_a_real_scrape(
     assert value(scraped, duration, route="/api/v1/tokens/{name}", method="GET", status="404") == 1
     assert value(scraped, duration, route="unmatched", method="GET", status="404") == 1
     assert value(scraped, duration, route="/token", method="POST", status="401") == 1
+    assert value(scraped, duration, route="/api/v1/tokens/", method="other", status="405") == 1
     text = (await asyncio.to_thread(fetch, port))[1]
     assert "secret-tenant-name" not in text and "no/such/page" not in text
 
