@@ -64,7 +64,7 @@ def _rows(views: list[dict[str, Any]], only: str | None) -> tuple[list[dict[str,
                         **item,
                         "workflow": view["workflow"],
                         "summary": " ".join(
-                            f"{k}={v}" for k, v in event.items() if k not in ("at", "schema_version")
+                            f"{k}={v}" for k, v in event.items() if v and k not in ("at", "schema_version")
                         )
                         or item["item"].partition(":")[2],
                         "since_at": item.get("delivered_at")
