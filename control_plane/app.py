@@ -30,9 +30,12 @@ from .api import (
     routes,
     services,
     tokens,
+    workflows,
 )
 from .edge.body_limit import BodyLimit
 from .edge.rate_limit import RateLimit
+from .metrics import ControlPlaneMetrics, RequestMetrics
+from .metrics_listener import MetricsListener
 from .oauth.metadata import issuer_path
 from .runtime import Runtime
 from .web import api_docs
@@ -40,6 +43,7 @@ from .web import api_docs
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     resolved = settings if settings is not None else load_settings()
+    metrics = ControlPlaneMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,12 +51,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = Runtime.build(resolved, redis)
         app.state.runtime.oauth.start(app.state.runtime.proxies)
         certificate_worker = start_certificate_worker(
-            app.state.runtime.store, resolved, app.state.runtime.certificates
+            app.state.runtime.store,
+            resolved,
+            app.state.runtime.certificates,
+            on_outcome=metrics.count_acme_outcome,
         )
         app.state.runtime.service_worker.start()
+        metrics_listener = MetricsListener(metrics, app.state.runtime.workflows.lag)
+        if resolved.CP_METRICS_PORT:
+            await metrics_listener.start(resolved.INTERNAL_HOST, resolved.CP_METRICS_PORT)
+        app.state.metrics_listener = metrics_listener
         try:
             yield
         finally:
+            await metrics_listener.close()
             await app.state.runtime.service_worker.stop()
             if certificate_worker is not None:
                 await certificate_worker.stop()
@@ -86,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_consents.router)
     app.include_router(services.router)
     app.include_router(ports.router)
+    app.include_router(workflows.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(
@@ -95,4 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RateLimit, issuer_path=issuer_path(resolved.oauth_issuer))
     oauth.install(app, resolved.oauth_issuer)
+    # Outermost: the time and status a client sees, 429s and 413s included.
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    app.state.metrics = metrics
     return app

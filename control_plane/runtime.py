@@ -31,6 +31,7 @@ from .services.routes import RouteService, delete_owned_routes
 from .services.service_logs import ServiceLogs
 from .services.services import ServiceManager, delete_owned_services
 from .services.tokens import TokenService
+from .services.workflows import WorkflowMonitor
 from .store import Store
 
 
@@ -67,6 +68,7 @@ class Runtime:
     external_services: ExternalServices
     engine: Engine | None
     service_worker: ServiceWorker
+    workflows: WorkflowMonitor
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
@@ -90,6 +92,9 @@ class Runtime:
             if controller is not None:
                 await worker.reconcile_all("a token and its services were deleted")
 
+        services = ServiceManager(
+            store, settings, proxies=proxies, ports=allocator, engine=engine, controller=controller
+        )
         return cls(
             settings=settings,
             redis=redis,
@@ -103,11 +108,10 @@ class Runtime:
             oauth_clients=PreRegisteredClients(oauth.state),
             rate_limiter=RateLimiter(redis, Limits.from_settings(settings)),
             ports=PortService(store, allocator),
-            services=ServiceManager(
-                store, settings, proxies=proxies, ports=allocator, engine=engine, controller=controller
-            ),
+            services=services,
             service_logs=ServiceLogs(store, engine),
             external_services=ExternalServices(store, targets=targets),
             engine=engine,
             service_worker=worker,
+            workflows=WorkflowMonitor(redis, store.reader, certificates, services),
         )

@@ -2,28 +2,57 @@
 (ACME issuance in acme/workflow.py, Docker services in docker/workflow.py).
 
 Every control-plane replica runs one consumer per workflow; XREADGROUP hands each event to one replica,
-which XACKs it once handled (handled includes "failed and recorded"). Events left pending by a crashed
-replica are taken over with XAUTOCLAIM after `claim_idle_seconds`. Handlers must be idempotent: a
-redelivered or duplicate event has to cost a read, not a second side effect.
+which XACKs it once handled (handled includes "failed and recorded" by the controller itself, as the ACME
+issuer and the service controller do). Events left pending by a crashed replica are taken over with
+XAUTOCLAIM after `claim_idle_seconds`. Handlers must be idempotent: a redelivered or duplicate event has to
+cost a read, not a second side effect.
+
+A handler that raises leaves its event pending (delivered again after `claim_idle_seconds`) and its error is
+recorded in the workflow's failures hash (keys.workflow_failures); at the `max_deliveries`-th failed delivery
+the event moves to the dead-letter stream (keys.workflow_dead_letters) with its last error, instead of being
+retried forever. A malformed event goes there at once. `mhp workflow` (control_plane/services/workflows.py)
+shows both and retries or drops their items.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
-from redis.exceptions import ResponseError
+from pydantic import BaseModel, ConfigDict, ValidationError
+from redis.exceptions import RedisError, ResponseError
+
+from shared import keys
 
 log = logging.getLogger(__name__)
 
 WORKFLOW_STREAM_MAXLEN = 10_000
+DEAD_LETTER_MAXLEN = 1_000
+MAX_ERROR_CHARS = 2_000
+DEFAULT_MAX_DELIVERIES = 5
+
+
+class WorkflowFailure(BaseModel):
+    """The last failed delivery of a pending event (a value of the workflow's failures hash)."""
+
+    model_config = ConfigDict(extra="ignore")
+    error: str
+    attempts: int
+    failed_at: float
+    consumer: str
+
+
+def error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+
 
 Event = TypeVar("Event")
 
@@ -58,6 +87,7 @@ class StreamConsumer(Generic[Event]):
         # look like a dead connection.
         block_seconds: float = 2.0,
         batch_size: int = 8,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
     ) -> None:
         self._redis = redis
         self._stream = stream
@@ -69,6 +99,9 @@ class StreamConsumer(Generic[Event]):
         self._block_ms = max(1, int(block_seconds * 1000))
         self._group_ready = False
         self._batch_size = batch_size
+        self._max_deliveries = max_deliveries
+        self._failures = keys.workflow_failures(stream)
+        self._dead_letters = keys.workflow_dead_letters(stream)
 
     async def ensure_group(self) -> None:
         if self._group_ready:
@@ -129,13 +162,58 @@ class StreamConsumer(Generic[Event]):
         try:
             event = self._parse(fields)
         except (ValidationError, ValueError) as exc:
-            log.error("dropping malformed %s event %s: %s", self._stream, entry_id, exc)
-            await self._ack(entry_id)
+            log.error("malformed %s event %s, dead-lettered: %s", self._stream, entry_id, exc)
+            await self._dead_letter(entry_id, fields, f"malformed event: {exc}"[:MAX_ERROR_CHARS], attempts=1)
             return
         # Not acknowledged when the handler raises: the event stays pending and XAUTOCLAIM retries it after
-        # claim_idle_seconds (a slow, bounded retry rather than a tight loop).
-        await self._handler(event)
+        # claim_idle_seconds (a slow, bounded retry rather than a tight loop), up to max_deliveries.
+        try:
+            await self._handler(event)
+        except Exception as exc:
+            try:
+                await self._record_failure(entry_id, fields, exc)
+            except RedisError as record_error:  # the handler's error is the one to raise
+                log.warning(
+                    "could not record the failure of %s event %s: %s", self._stream, entry_id, record_error
+                )
+            raise
         await self._ack(entry_id)
 
+    async def _record_failure(self, entry_id: str, fields: dict[str, str], error: Exception) -> None:
+        pending: Any = await self._redis.xpending_range(
+            self._stream, self._group, min=entry_id, max=entry_id, count=1
+        )
+        attempts = int(pending[0]["times_delivered"]) if pending else 1
+        if attempts >= self._max_deliveries:
+            log.error(
+                "%s event %s failed %d deliveries, dead-lettered: %s", self._stream, entry_id, attempts, error
+            )
+            await self._dead_letter(entry_id, fields, error_text(error), attempts=attempts)
+            return
+        failure = WorkflowFailure(
+            error=error_text(error), attempts=attempts, failed_at=time.time(), consumer=self.name
+        )
+        await self._redis.hset(self._failures, entry_id, failure.model_dump_json())
+
+    async def _dead_letter(self, entry_id: str, fields: dict[str, str], error: str, *, attempts: int) -> None:
+        """Move the event to the dead-letter stream with its last error, in one transaction."""
+        letter = {
+            "original_id": entry_id,
+            "event": json.dumps(fields, sort_keys=True),
+            "error": error,
+            "attempts": str(attempts),
+            "failed_at": repr(time.time()),
+            "consumer": self.name,
+        }
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._dead_letters, letter, maxlen=DEAD_LETTER_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.xack(self._stream, self._group, entry_id)
+            pipe.xdel(self._stream, entry_id)
+            pipe.hdel(self._failures, entry_id)
+            await pipe.execute()
+
     async def _ack(self, entry_id: str) -> None:
-        await self._redis.xack(self._stream, self._group, entry_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self._stream, self._group, entry_id)
+            pipe.hdel(self._failures, entry_id)  # a no-op unless an earlier delivery failed
+            await pipe.execute()

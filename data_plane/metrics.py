@@ -4,7 +4,7 @@ Each `Metrics` owns its own CollectorRegistry (never the process-global default 
 can live in one test process and nothing registers twice. Label values come from small closed sets (status
 codes as strings, reload results), so the series count stays bounded whatever clients send. Each worker
 process has its own instance on its own internal port (INTERNAL_PORT + worker index); summing across
-`--workers` is the scraper's job, with one target per worker.
+`--workers` is the scraper's job, with one target per worker (deploy/prometheus/prometheus.yml).
 
 The two series touched on every request (requests by status, upstream latency) are plain integer arrays
 folded into Prometheus families at scrape time by a collector: prometheus_client's own Counter and Histogram
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Protocol, get_args
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -49,6 +49,17 @@ LATENCY_BUCKETS_SECONDS: Final = (
     60.0,
     120.0,
 )
+
+
+class RequestLogState(Protocol):
+    """What the metrics read from the request log (data_plane.request_log imports nothing from here)."""
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def backlog_bytes(self) -> int: ...
+
 
 ReloadResult = Literal["success", "failure"]
 ApplyMode = Literal["changes", "full"]
@@ -124,7 +135,23 @@ class Metrics:
         )
         self.log_dropped_total = Counter(
             "mhp_log_dropped",
-            "Request-log entries dropped (queue full, or Redis refused them).",
+            "Request-log entries dropped for any reason (backlog full, Redis refused them, shutdown).",
+            registry=self.registry,
+        )
+        self.log_backlog_dropped_total = Counter(
+            "mhp_log_backlog_dropped",
+            "Request-log entries dropped, oldest first, because Redis was away past the backlog bound "
+            "(DP_LOG_BACKLOG_MAX_BYTES, DP_LOG_BACKLOG_MAX_AGE_SECONDS).",
+            registry=self.registry,
+        )
+        self.log_backlog_entries = Gauge(
+            "mhp_log_backlog_entries",
+            "Request-log entries waiting to be written to Redis.",
+            registry=self.registry,
+        )
+        self.log_backlog_bytes = Gauge(
+            "mhp_log_backlog_bytes",
+            "Approximate memory held by request-log entries waiting to be written to Redis.",
             registry=self.registry,
         )
         for result in ("success", "failure"):
@@ -157,6 +184,11 @@ class Metrics:
         )
         for result in TLS_HANDSHAKE_RESULTS:
             self.tls_handshakes_total.labels(result=result)
+
+    def watch_request_log(self, request_log: RequestLogState) -> None:
+        """Read the request log's backlog at scrape time (nothing to update per request)."""
+        self.log_backlog_entries.set_function(lambda: request_log.pending)
+        self.log_backlog_bytes.set_function(lambda: request_log.backlog_bytes)
 
     def count_request(self, status: int) -> None:
         self._status_counts[status if 100 <= status <= 599 else 0] += 1

@@ -54,7 +54,13 @@ async def serve(
         limits=limits,
         redis=redis,
         metrics=metrics,
-        request_log=RequestLog(redis, on_drop=metrics.log_dropped_total.inc),
+        request_log=RequestLog(
+            redis,
+            max_backlog_bytes=settings.DP_LOG_BACKLOG_MAX_BYTES,
+            max_backlog_age_seconds=settings.DP_LOG_BACKLOG_MAX_AGE_SECONDS,
+            on_drop=metrics.log_dropped_total.inc,
+            on_backlog_drop=metrics.log_backlog_dropped_total.inc,
+        ),
         pool=UpstreamPool(
             loop,
             max_idle_per_origin=limits.upstream_max_idle_per_origin,
@@ -65,6 +71,7 @@ async def serve(
         ),
         loop=loop,
     )
+    metrics.watch_request_log(runtime.request_log)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

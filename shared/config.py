@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     ACME_CA_BUNDLE: str = ""
     # Background issuance worker (workflow consumer + renewal scheduler) in the control plane
     ACME_WORKER_ENABLED: bool = True
+    # Workflow events (ACME, services) whose handler failed this many deliveries go to a dead-letter stream
+    WORKFLOW_MAX_DELIVERIES: int = Field(default=5, ge=1, le=1000)
     ACME_RENEWAL_CHECK_INTERVAL_SECONDS: float = Field(default=86400.0, gt=0)
     ACME_RENEW_BEFORE_DAYS: float = Field(default=30.0, ge=0)
     ACME_RETRY_BASE_SECONDS: float = Field(default=60.0, gt=0)
@@ -103,6 +105,8 @@ class Settings(BaseSettings):
     API_PORT: int = Field(default=9000, ge=0, le=65535)
     INTERNAL_HOST: str = "127.0.0.1"
     INTERNAL_PORT: int = Field(default=9100, ge=0, le=65535)
+    # The control plane's Prometheus /metrics, on INTERNAL_HOST (0 = off)
+    CP_METRICS_PORT: int = Field(default=9099, ge=0, le=65535)
 
     # Edge security
     TRUSTED_PROXY_CIDRS: str = "127.0.0.1/32,::1/128"
@@ -131,6 +135,9 @@ class Settings(BaseSettings):
     DP_MAX_RESPONSE_HEAD_BYTES: int = Field(default=64 * 1024, gt=0)
     DP_SHUTDOWN_DRAIN_SECONDS: float = Field(default=20.0, gt=0)
     DP_TLS_HANDSHAKE_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    # Request-log entries waiting for Redis (an outage): bounded by memory and age, the oldest dropped beyond
+    DP_LOG_BACKLOG_MAX_BYTES: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    DP_LOG_BACKLOG_MAX_AGE_SECONDS: float = Field(default=60.0, gt=0)
 
     # Local dev loop: port of the private redis-server `just up` starts when REDIS_URL is empty
     EMBEDDED_REDIS_PORT: int = Field(default=6379, ge=1, le=65535)

@@ -302,3 +302,18 @@ def service_reconcile_lock() -> str:
 
 def deployment_id() -> str:
     return f"{TAG}:deployment-id"
+
+
+# ---- Workflow failures and dead letters (issue 12), per workflow stream (acme-workflow, service-workflow)
+#     <stream>:failures            hash  stream entry id -> WorkflowFailure JSON: the last error of an event
+#                                        whose handler raised; the event stays pending and is delivered again
+#     <stream>:dead                stream events given up on after WORKFLOW_MAX_DELIVERIES deliveries (or
+#                                        malformed): the event's fields as JSON, its original id, last error
+
+
+def workflow_failures(stream: str) -> str:
+    return f"{stream}:failures"
+
+
+def workflow_dead_letters(stream: str) -> str:
+    return f"{stream}:dead"

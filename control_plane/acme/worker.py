@@ -28,14 +28,24 @@ MAX_RETRY_SCAN_INTERVAL_SECONDS = 30.0
 
 
 class CertificateWorker:
-    def __init__(self, store: Store, settings: Settings, certificates: CertificateService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        certificates: CertificateService,
+        *,
+        on_outcome: Callable[[str], object] | None = None,
+    ) -> None:
         self._settings = settings
+        # e.g. ControlPlaneMetrics.count_acme_outcome, with each issuance's Outcome.
+        self._on_outcome = on_outcome
         self.issuer = Issuer(store, settings)
         self._certificates = certificates
         self.consumer = WorkflowConsumer(
             store.redis,
             self.handle,
             claim_idle_seconds=settings.ACME_ORDER_TIMEOUT_SECONDS + 2 * settings.ACME_LOCK_LEASE_SECONDS,
+            max_deliveries=settings.WORKFLOW_MAX_DELIVERIES,
         )
         # A certificate untouched for longer than an order plus a lock lease has no attempt in flight.
         self.scheduler = Scheduler(
@@ -53,6 +63,8 @@ class CertificateWorker:
             return None
         outcome = await self.issuer.ensure(name)
         log.debug("workflow event %s for %s: %s", event.reason, name, outcome)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome.value)
         return outcome
 
     def start(self) -> None:
@@ -84,7 +96,11 @@ class CertificateWorker:
 
 
 def start_certificate_worker(
-    store: Store, settings: Settings, certificates: CertificateService
+    store: Store,
+    settings: Settings,
+    certificates: CertificateService,
+    *,
+    on_outcome: Callable[[str], object] | None = None,
 ) -> CertificateWorker | None:
     """Start the worker for the app lifespan, unless disabled or unable to store private keys."""
     if not settings.ACME_WORKER_ENABLED:
@@ -95,6 +111,6 @@ def start_certificate_worker(
     except EncryptionError as exc:
         log.warning("certificate worker not started: %s", exc)
         return None
-    worker = CertificateWorker(store, settings, certificates)
+    worker = CertificateWorker(store, settings, certificates, on_outcome=on_outcome)
     worker.start()
     return worker

@@ -20,6 +20,7 @@ from ..oauth.authorization import Page, Redirect
 from ..oauth.consent_page import SECURITY_HEADERS, error_page
 from ..oauth.cors import OAuthCors
 from ..oauth.errors import OAuthError, PageError, RedirectError
+from ..oauth.grant_types import DEVICE_CODE
 from ..oauth.metadata import issuer_path, well_known_paths
 from ..oauth.params import Params, parse_form, parse_query
 from ..oauth.registration import MAX_REGISTRATION_BYTES
@@ -171,8 +172,16 @@ def build_router() -> APIRouter:
 
     @router.post("/token", summary="Token endpoint", openapi_extra=oauth_openapi.TOKEN)
     async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server, params, client = await _client_request(request, runtime)
-        return JSONResponse(await server.ready.tokens.handle(client, params), headers=NO_STORE)
+        grant_type = "unknown"  # until the form is read: a refused client counts under it
+        try:
+            server, params, client = await _client_request(request, runtime)
+            grant_type = params.get("grant_type", "")
+            answer = await server.ready.tokens.handle(client, params)
+        except OAuthError as exc:
+            request.app.state.metrics.count_grant(grant_type, exc.error)
+            raise
+        request.app.state.metrics.count_grant(grant_type, "issued")
+        return JSONResponse(answer, headers=NO_STORE)
 
     @router.post(
         "/introspect", summary="Token introspection (RFC 7662)", openapi_extra=oauth_openapi.INTROSPECT
@@ -206,8 +215,14 @@ def build_router() -> APIRouter:
 
     @router.post("/device/token", summary="Poll a device login", openapi_extra=oauth_openapi.DEVICE_TOKEN)
     async def device_token(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server, params, client = await _client_request(request, runtime)
-        return JSONResponse(await server.ready.device.token(client, params), headers=NO_STORE)
+        try:
+            server, params, client = await _client_request(request, runtime)
+            answer = await server.ready.device.token(client, params)
+        except OAuthError as exc:
+            request.app.state.metrics.count_grant(DEVICE_CODE, exc.error)
+            raise
+        request.app.state.metrics.count_grant(DEVICE_CODE, "issued")
+        return JSONResponse(answer, headers=NO_STORE)
 
     return router
 

@@ -6,6 +6,7 @@
     mhp cert   create|create-multi|list|show|status|renew|convert-to-production|delete
     mhp service create|list|show|update|delete|start|stop|restart|logs|stats, mhp service external ...
     mhp port   list|check|allocate|release
+    mhp workflow list|retry|drop   (workflow_commands.py)
     (mhp oauth ..., mhp proxy auth|resource ... and mhp resources: see auth_commands.py; services and
     ports: service_commands.py)
 
@@ -26,6 +27,7 @@ from . import render
 from .auth_commands import add_auth_commands
 from .client import ApiClient, CliError, resolve_endpoint
 from .service_commands import add_port_commands, add_service_commands
+from .workflow_commands import add_workflow_commands
 
 TOKENS = "/api/v1/tokens/"
 GRANTS = ["public-ports", "host-network"]
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mhp", description="Manage mcp-http-proxy through its REST API.")
     _add_common(parser, top=True)
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources,service,port}"
+        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources,service,port,workflow}"
     )
 
     def command(
@@ -421,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auth_commands(groups, proxy, command)
     add_service_commands(groups, command)
     add_port_commands(groups, command)
+    add_workflow_commands(groups, command)
     return parser
 
 

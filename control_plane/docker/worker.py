@@ -77,6 +77,7 @@ class ServiceWorker:
             self._handle,
             claim_idle_seconds=settings.SERVICE_CLAIM_IDLE_SECONDS,
             block_seconds=1.0,
+            max_deliveries=settings.WORKFLOW_MAX_DELIVERIES,
         )
         self._leader = LeaseLocks(
             self._redis,

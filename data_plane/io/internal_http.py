@@ -31,6 +31,9 @@ def health_document(runtime: Runtime) -> tuple[int, bytes]:
         "open_connections": len(runtime.connections),
         "draining": runtime.draining,
         "request_log_dropped": runtime.request_log.dropped,
+        "request_log_backlog_dropped": runtime.request_log.backlog_dropped,
+        "request_log_backlog_entries": runtime.request_log.pending,
+        "request_log_backlog_bytes": runtime.request_log.backlog_bytes,
     }
     return (200 if runtime.redis_connected else 503), json.dumps(document).encode()
 

@@ -10,6 +10,7 @@ as the admin, another login's gets 403, and a token issued to any other client g
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from control_plane.oauth.api_access import CLI_CLIENT_ID
+from shared import keys
 from tests.conftest import REPO_ROOT
 from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer
 
@@ -81,7 +83,19 @@ async def _ok(response: httpx.Response) -> dict[str, Any]:
     return response.json() if response.content else {}
 
 
-async def build_world(http: httpx.AsyncClient) -> World:
+async def dead_letter(cp: RunningControlPlane, event: dict[str, str]) -> str:
+    """An ACME workflow event given up on, as the stream consumer leaves one; returns its item id."""
+    client = aioredis.Redis.from_url(
+        cp.env["REDIS_URL"], password=cp.env["REDIS_PASSWORD"], decode_responses=True
+    )
+    try:
+        letter = {"original_id": "1-0", "event": json.dumps(event), "error": "matrix", "attempts": "5"}
+        return f"dead:{await client.xadd(keys.workflow_dead_letters(keys.acme_workflow_stream()), letter)}"
+    finally:
+        await client.aclose()
+
+
+async def build_world(http: httpx.AsyncClient, cp: RunningControlPlane) -> World:
     n = f"{next(_counter)}x{secrets.token_hex(2)}"
     tokens = {}
     for role in ("owner", "other"):
@@ -134,6 +148,8 @@ async def build_world(http: httpx.AsyncClient) -> World:
         "client_id": client["client_id"],
         "spare_host": spare_host,
         "other_host": other_host,
+        "workflow": "acme",
+        "item": await dead_letter(cp, {"reason": "renew", "cert_name": f"c-{n}"}),
     }
     return World(n, tokens["owner"], tokens["other"], names)
 
@@ -237,7 +253,7 @@ CELLS = [(row, column) for row in ROWS for column in COLUMNS]
 
 @pytest.mark.parametrize(("row", "column"), CELLS, ids=[f"{r.method} {r.path} [{c}]" for r, c in CELLS])
 async def test_matrix_cell(http: httpx.AsyncClient, cp: RunningControlPlane, row: Row, column: str) -> None:
-    world = await build_world(http)
+    world = await build_world(http, cp)
     response = await perform(http, row, world, world.principal(column), column)
     check(row, column, row.cells[column], response, world)
 
@@ -258,7 +274,7 @@ async def test_oauth_callers_over_every_row(
     }
     for row in ROWS:
         for expected, headers in callers.items():
-            world = await build_world(http)
+            world = await build_world(http, cp)
             # A public row (no token needed) answers every caller alike.
             public = row.cells["no token"] == "yes"
             cell = row.cells["admin"] if expected == "admin" or public else expected

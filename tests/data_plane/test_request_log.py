@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from data_plane.request_log import (
     MAX_LOGGED_PATH_CHARS,
     RequestLog,
     RequestLogEntry,
+    entry_size_bytes,
     redact_path,
 )
 from shared import keys
@@ -27,9 +29,14 @@ from tests.harness.services import RedisServer, start_redis
 STREAM = keys.request_log_stream()
 
 
-def entry(number: int, path: str = "/mcp") -> RequestLogEntry:
+# Entries are made "now", a millisecond apart, as a data plane would make them: the backlog's age bound reads
+# `time` (and compares it with the wall clock while Redis is away).
+NOW = time.time()
+
+
+def entry(number: int, path: str = "/mcp", at: float | None = None) -> RequestLogEntry:
     return RequestLogEntry(
-        time=1_800_000_000.0 + number,
+        time=NOW + number / 1000 if at is None else at,
         client_ip="203.0.113.9",
         host="mcp.example.com",
         method="POST",
@@ -123,20 +130,59 @@ async def test_a_lone_entry_is_written_without_waiting_for_a_full_batch(redis_cl
     await writer
 
 
-async def test_full_queue_drops_newest_and_counts(redis_client: aioredis.Redis) -> None:
+async def test_a_backlog_past_its_byte_bound_drops_the_oldest_and_counts(
+    redis_client: aioredis.Redis,
+) -> None:
     reported: list[int] = []
-    request_log = RequestLog(redis_client, max_queue=10, batch_size=4, on_drop=reported.append)
-    for number in range(25):
+    backlog_reported: list[int] = []
+    request_log = RequestLog(
+        redis_client,
+        max_backlog_bytes=10 * entry_size_bytes(entry(0)),
+        batch_size=4,
+        on_drop=reported.append,
+        on_backlog_drop=backlog_reported.append,
+    )
+    for number in range(25):  # no writer runs: everything stays in the backlog
         request_log.submit(entry(number))
-    assert request_log.dropped == 15
-    assert sum(reported) == 15
+    assert request_log.dropped == request_log.backlog_dropped == 15
+    assert sum(reported) == sum(backlog_reported) == 15
     assert request_log.pending == 10
+    assert request_log.backlog_bytes == 10 * entry_size_bytes(entry(0))
 
     await request_log.close()  # never ran: close() flushes by itself
-    assert await request_ids(redis_client) == [f"req-{n:05d}" for n in range(10)]
+    assert await request_ids(redis_client) == [f"req-{n:05d}" for n in range(15, 25)]
+    assert request_log.backlog_bytes == 0
 
     request_log.submit(entry(99))  # closed: nobody would ever write it
     assert request_log.dropped == 16
+    assert request_log.backlog_dropped == 15
+
+
+async def test_a_backlog_past_its_age_bound_drops_the_oldest(redis_client: aioredis.Redis) -> None:
+    request_log = RequestLog(redis_client, max_backlog_age_seconds=60.0)
+    for number in range(5):  # made at NOW, NOW + 10, ... NOW + 40
+        request_log.submit(entry(number, at=NOW + 10 * number))
+    request_log.submit(entry(5, at=NOW + 75))  # 0 and 1 are now more than 60 s older, 2 is 55 s older
+    assert request_log.backlog_dropped == request_log.dropped == 2
+    assert request_log.pending == 4
+    await request_log.close()
+    assert await request_ids(redis_client) == [f"req-{n:05d}" for n in range(2, 6)]
+
+
+async def test_while_redis_is_away_the_age_bound_applies_without_new_entries(
+    own_redis: tuple[RedisServer, aioredis.Redis, Path],
+) -> None:
+    server, client, _ = own_redis
+    request_log = RequestLog(client, max_backlog_age_seconds=60.0, retry_initial_seconds=0.02)
+    writer = asyncio.create_task(request_log.run())
+    server.service.signal(signal.SIGKILL)
+    made = time.time() - 120.0  # the same moment: the newest entry does not age the others out
+    for number in range(3):
+        request_log.submit(entry(number, at=made))
+    await wait_until(lambda: request_log.backlog_dropped == 3, "the writer aged out what waited")
+    assert request_log.pending == 0 and request_log.written == 0
+    await request_log.close(timeout_seconds=0.2)
+    await writer
 
 
 async def test_stream_is_capped_by_maxlen(redis_client: aioredis.Redis) -> None:
@@ -150,13 +196,12 @@ async def test_stream_is_capped_by_maxlen(redis_client: aioredis.Redis) -> None:
     assert (await request_ids(redis_client))[-1] == "req-01999"
 
 
-async def test_survives_a_redis_restart_and_bounds_the_queue_while_down(
+async def test_an_outage_within_the_backlog_loses_nothing_and_keeps_the_order(
     own_redis: tuple[RedisServer, aioredis.Redis, Path],
 ) -> None:
     server, client, tmp_path = own_redis
     request_log = RequestLog(
         client,
-        max_queue=50,
         batch_size=10,
         flush_interval_seconds=0.01,
         retry_initial_seconds=0.02,
@@ -168,27 +213,104 @@ async def test_survives_a_redis_restart_and_bounds_the_queue_while_down(
         request_log.submit(entry(number))
     await wait_until(lambda: request_log.written == 5, "first entries written")
 
-    server.service.stop()
+    server.service.signal(signal.SIGKILL)
     for number in range(5, 10):
         request_log.submit(entry(number))
     await wait_until(lambda: request_log.write_failures >= 2, "writer noticed Redis is gone and retried")
     assert not writer.done()
-    for number in range(10, 70):
+    for number in range(10, 500):
         request_log.submit(entry(number))
-    # 5 held for retry + 60 new, bound 50: the 15 newest are dropped, nothing already queued is lost.
-    assert request_log.dropped == 15
-    assert request_log.pending == 50
+        if number % 50 == 0:
+            await asyncio.sleep(0)  # let the writer retry between submissions, as under real traffic
+    assert request_log.dropped == 0
+    assert request_log.pending == 495
 
     second = start_redis(tmp_path / "second", port=server.port, password=server.password)
     try:
-        await wait_until(lambda: request_log.written == 55, "queued entries written after restart")
-        # The new server started empty, so the stream holds exactly what was queued while Redis was down.
-        assert await request_ids(client) == [f"req-{n:05d}" for n in range(5, 55)]
-        assert request_log.dropped == 15
+        await wait_until(lambda: request_log.written == 500, "the backlog written after the restart")
+        # The new server started empty, so the stream holds exactly what waited while Redis was down.
+        assert await request_ids(client) == [f"req-{n:05d}" for n in range(5, 500)]
+        assert request_log.dropped == 0
+        assert request_log.pending == 0 and request_log.backlog_bytes == 0
         await request_log.close()
         await writer
     finally:
         second.service.stop()
+
+
+async def test_an_outage_past_the_backlog_bound_drops_exactly_the_oldest(
+    own_redis: tuple[RedisServer, aioredis.Redis, Path],
+) -> None:
+    server, client, tmp_path = own_redis
+    # A long backoff: after its first failed attempt the writer sleeps, so no write is in flight while the
+    # backlog overflows, and close() (which cuts a backoff short) flushes after the restart.
+    request_log = RequestLog(
+        client,
+        max_backlog_bytes=40 * entry_size_bytes(entry(0)),
+        batch_size=10,
+        flush_interval_seconds=0.01,
+        retry_initial_seconds=120.0,
+        retry_max_seconds=120.0,
+        write_timeout_seconds=2.0,
+    )
+    writer = asyncio.create_task(request_log.run())
+    request_log.submit(entry(0))
+    await wait_until(lambda: request_log.written == 1, "first entry written")
+    server.service.signal(signal.SIGKILL)
+    request_log.submit(entry(1))
+    await wait_until(
+        lambda: request_log.write_failures == 1 and not request_log.writing, "writer backing off"
+    )
+    for number in range(2, 101):
+        request_log.submit(entry(number))
+    assert request_log.pending == 40
+    assert request_log.backlog_dropped == request_log.dropped == 60
+
+    second = start_redis(tmp_path / "second", port=server.port, password=server.password)
+    try:
+        async with asyncio.timeout(30):  # a hang guard; close() interrupts the 120 s backoff
+            await request_log.close(timeout_seconds=20.0)
+            await writer
+        assert await request_ids(client) == [f"req-{n:05d}" for n in range(61, 101)]
+        assert request_log.written == 41
+        assert request_log.backlog_dropped == request_log.dropped == 60
+    finally:
+        second.service.stop()
+
+
+async def test_the_bound_never_takes_entries_from_a_write_in_flight(
+    own_redis: tuple[RedisServer, aioredis.Redis, Path],
+) -> None:
+    server, _, _ = own_redis
+    client = aioredis.Redis.from_url(
+        server.url, password=server.password, decode_responses=True, socket_timeout=600.0
+    )
+    request_log = RequestLog(
+        client,
+        max_backlog_bytes=8 * entry_size_bytes(entry(0)),
+        batch_size=3,
+        flush_interval_seconds=0.01,
+        write_timeout_seconds=600.0,
+    )
+    writer = asyncio.create_task(request_log.run())
+    await client.ping()  # connected before the freeze, so the batch script itself hangs
+    server.service.signal(signal.SIGSTOP)
+    try:
+        for number in range(3):
+            request_log.submit(entry(number))
+        await wait_until(lambda: request_log.writing, "a batch of three in flight")
+        for number in range(3, 20):
+            request_log.submit(entry(number))
+        # 20 entries, room for 8: the three in flight stay, the 12 oldest behind them go.
+        assert request_log.backlog_dropped == 12
+        assert request_log.pending == 8
+    finally:
+        server.service.signal(signal.SIGCONT)
+    await wait_until(lambda: request_log.written == 8, "everything left written")
+    assert await request_ids(client) == [f"req-{n:05d}" for n in (0, 1, 2, *range(15, 20))]
+    await request_log.close()
+    await writer
+    await client.aclose()
 
 
 async def test_close_before_the_writer_task_starts_still_flushes(redis_client: aioredis.Redis) -> None:
