@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
+from control_plane.records import CertificateWanted
 from shared import keys
-from shared.models import CertificateWanted
 from tests.harness.services import RedisServer
 
 from .conftest import ADMIN, RunningControlPlane

@@ -21,9 +21,9 @@ import redis.asyncio as aioredis
 
 from control_plane.app import create_app
 from control_plane.docker.workflow import request_converge
+from control_plane.records import CertificateWanted
 from shared import keys
 from shared.config import Settings, load_settings
-from shared.models import CertificateWanted
 from tests.conftest import NO_RATE_LIMITS
 from tests.control_plane.conftest import ADMIN, ADMIN_TOKEN, bearer
 from tests.harness.services import RedisServer, free_port, start_redis
