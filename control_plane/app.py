@@ -34,6 +34,7 @@ from .api import (
 from .edge.body_limit import BodyLimit
 from .edge.rate_limit import RateLimit
 from .oauth.metadata import issuer_path
+from .request_context import RequestContextMiddleware
 from .runtime import Runtime
 from .web import api_docs
 
@@ -94,5 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_max_bytes=resolved.CP_MAX_BODY_BYTES_API,
     )
     app.add_middleware(RateLimit, issuer_path=issuer_path(resolved.oauth_issuer))
+    # Its context (client address, If-Match, the new ETag) belongs to the request: see
+    # request_context.py.
+    app.add_middleware(RequestContextMiddleware)
     oauth.install(app, resolved.oauth_issuer)
     return app

@@ -10,6 +10,10 @@ concurrent write makes EXEC fail and the plan is re-run against fresh state (a d
 by the re-run). A process runs one config transaction at a time (WATCH then only arbitrates between
 replicas, which retry after a short jittered wait).
 
+During an API request (request_context.py) the same transaction also checks the request's If-Match against
+the object the write names as its subject (preconditions.py: 412 when stale, so the check and the write are
+atomic).
+
 Reads validate each stored row; a row that fails to validate is logged and skipped, never fatal.
 """
 
@@ -29,7 +33,9 @@ from redis.exceptions import RedisError, WatchError
 from shared import keys
 from shared.models import ADMIN_OWNER, ApiToken, ChangeEvent, ProxyTarget, Route, ZoneDelegation
 
+from . import request_context
 from .errors import StoreBusy
+from .preconditions import etag_of, etag_of_json, require_match
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +100,25 @@ class Change:
     owner: str = ADMIN_OWNER
 
 
+@dataclass(frozen=True, slots=True)
+class Subject:
+    collection: Collection[Any]
+    object_id: str
+    label: str
+
+
 @dataclass(slots=True)
 class ConfigWrite:
     """What one transaction will do. Plans build these; only the store executes them."""
 
     ops: list[HashPut | HashDelete | StringPut] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    # The one object an API write is about (what its If-Match refers to and whose new ETag it answers with).
+    subject: Subject | None = None
+
+    def about(self, collection: Collection[Any], object_id: str, label: str) -> None:
+        """Name the object this write is about; `label` ("proxy 'a.example'") is what a 412 message says."""
+        self.subject = Subject(collection, object_id, label)
 
     def put(self, collection: Collection[M], object_id: str, obj: M) -> None:
         self.ops.append(HashPut(collection.key, object_id, obj.model_dump_json()))
@@ -227,6 +246,16 @@ class Store:
                     await pipe.watch(keys.config_version())
                     reader = Reader(pipe)
                     write = await plan(reader)
+                    context = request_context.current()
+                    if context is not None and context.subject_committed:
+                        context = None  # a follow-up write of the same request (e.g. a certificate request)
+                    if context is not None and write.subject is not None:
+                        current_etag = await _current_etag(reader, write.subject)
+                        if context.if_match is not None:
+                            require_match(context.if_match, current_etag, write.subject.label)
+                        if write.empty:
+                            context.subject_committed = True
+                            context.etag = current_etag
                     if write.empty:
                         return None
                     new_version = await reader.config_version() + 1
@@ -257,6 +286,9 @@ class Store:
                 except WatchError:
                     continue
             committed_version = int(results[len(write.ops)])
+            if context is not None and write.subject is not None:
+                context.subject_committed = True
+                context.etag = _written_etag(write, write.subject)
             await self._publish(committed_version)
             return committed_version
         raise StoreBusy("too many concurrent configuration writes; retry the request")
@@ -268,3 +300,20 @@ class Store:
             await self.redis.publish(keys.changes_channel(), str(version))
         except (RedisError, OSError):
             log.exception("config version %d committed but the wake-up PUBLISH failed", version)
+
+
+async def _current_etag(reader: Reader, subject: Subject) -> str | None:
+    current = await reader.get(subject.collection, subject.object_id)
+    return None if current is None else etag_of(current)
+
+
+def _written_etag(write: ConfigWrite, subject: Subject) -> str | None:
+    """The ETag of the subject as this write left it (None when it deleted it)."""
+    written: str | None = None
+    for op in write.ops:
+        if isinstance(op, HashPut | HashDelete) and (op.key, op.field) == (
+            subject.collection.key,
+            subject.object_id,
+        ):
+            written = op.value if isinstance(op, HashPut) else None
+    return None if written is None else etag_of_json(written)

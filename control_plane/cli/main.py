@@ -210,10 +210,10 @@ def route_update(api: ApiClient, args: argparse.Namespace) -> Any:
     if not changes:
         raise CliError("nothing to update: give at least one option (see mhp route update --help)")
     # The API replaces a route whole (PUT); read it, apply the changes, write it back.
-    current = api.request("GET", _item(ROUTES, args.id))
+    current, etag = api.read(_item(ROUTES, args.id))
     body = {k: current[k] for k in ROUTE_SETTABLE if k in current}
     body.update(changes)
-    return api.request("PUT", _item(ROUTES, args.id), body)
+    return api.request("PUT", _item(ROUTES, args.id), body, if_match=etag)
 
 
 def _add_route_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
