@@ -16,6 +16,7 @@ from shared.redis_client import create_redis
 
 from .acme.worker import start_certificate_worker
 from .api import (
+    audit_logs,
     auth_config,
     certificates,
     error_handlers,
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_consents.router)
     app.include_router(services.router)
     app.include_router(ports.router)
+    app.include_router(audit_logs.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(
@@ -95,8 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_max_bytes=resolved.CP_MAX_BODY_BYTES_API,
     )
     app.add_middleware(RateLimit, issuer_path=issuer_path(resolved.oauth_issuer))
-    # Its context (client address, If-Match, the new ETag) belongs to the request: see
-    # request_context.py.
+    # Outside the rate limit, so it sees (and audits) its 429s; its context (client address, caller,
+    # If-Match, the new ETag) belongs to the request: see request_context.py.
     app.add_middleware(RequestContextMiddleware)
     oauth.install(app, resolved.oauth_issuer)
     return app

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from shared.config import Settings
 from shared.target_policy import TargetPolicy
 
+from .audit.trails import AuditTrails
 from .cascade import AfterCommit, CascadeRegistry
 from .docker.controller import ServiceController
 from .docker.engine import Engine
@@ -67,12 +68,14 @@ class Runtime:
     external_services: ExternalServices
     engine: Engine | None
     service_worker: ServiceWorker
+    audit: AuditTrails
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
-        store = Store(redis)
+        audit = AuditTrails.build(settings, redis)
+        store = Store(redis, audit=audit.changes)
         certificates = CertificateService(store, settings)
-        oauth = OAuthServer(settings, redis, store)
+        oauth = OAuthServer(settings, redis, store, audit=audit.oauth)
         targets = TargetPolicy.from_settings(settings)
         proxies = ProxyService(
             store,
@@ -110,4 +113,5 @@ class Runtime:
             external_services=ExternalServices(store, targets=targets),
             engine=engine,
             service_worker=worker,
+            audit=audit,
         )

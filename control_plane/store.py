@@ -12,7 +12,7 @@ replicas, which retry after a short jittered wait).
 
 During an API request (request_context.py) the same transaction also checks the request's If-Match against
 the object the write names as its subject (preconditions.py: 412 when stale, so the check and the write are
-atomic).
+atomic), and appends the change-audit entries (audit/changes.py), so a write that fails records nothing.
 
 Reads validate each stored row; a row that fails to validate is logged and skipped, never fatal.
 """
@@ -24,7 +24,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
@@ -188,6 +188,11 @@ class Reader:
         raw = await self._conn.hget(collection.key, object_id)
         return raw is not None and _parse(collection, object_id, raw) is None
 
+    async def raw(self, key: str, field: str) -> str | None:
+        """A hash field as stored (unparsed): what the change audit diffs against."""
+        value: str | None = await self._conn.hget(key, field)
+        return value
+
     async def token_name_for_hash(self, digest: str) -> str | None:
         name: str | None = await self._conn.hget(keys.token_hashes(), digest)
         return name
@@ -215,10 +220,21 @@ def _parse(collection: Collection[M], object_id: str, raw: str) -> M | None:
 Plan = Callable[[Reader], Awaitable[ConfigWrite]]
 
 
+class WriteAudit(Protocol):
+    """Records API writes in the same MULTI/EXEC as the write (control_plane/audit/changes.py)."""
+
+    async def entries(
+        self, reader: Reader, write: ConfigWrite, context: request_context.RequestContext
+    ) -> list[str]: ...
+
+    def append(self, pipe: Any, documents: list[str]) -> None: ...
+
+
 class Store:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, *, audit: WriteAudit | None = None) -> None:
         self.redis = redis
         self.reader = Reader(redis)
+        self._audit = audit
         # One config transaction at a time per process: every write WATCHes the one version key, so
         # concurrent writers of the same process would only invalidate each other and retry (8 concurrent
         # API clients exhausted the retries). Serialised here, WATCH arbitrates only between replicas.
@@ -258,6 +274,12 @@ class Store:
                             context.etag = current_etag
                     if write.empty:
                         return None
+                    request = request_context.current()
+                    audit_documents = (
+                        await self._audit.entries(reader, write, request)
+                        if self._audit is not None and request is not None and request.api
+                        else []
+                    )
                     new_version = await reader.config_version() + 1
                     pipe.multi()  # type: ignore[no-untyped-call]
                     for op in write.ops:
@@ -282,6 +304,9 @@ class Store:
                             maxlen=CHANGES_STREAM_MAXLEN,
                             approximate=True,
                         )
+                    if audit_documents and self._audit is not None:
+                        # After the INCR and the change events, so their result positions stay fixed.
+                        self._audit.append(pipe, audit_documents)
                     results = await pipe.execute()
                 except WatchError:
                     continue

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from shared.models import OAuthClient
 from shared.secrets import constant_time_equal
 
+from ..audit import token_requests
 from ..oauth.authorization import Page, Redirect
 from ..oauth.consent_page import SECURITY_HEADERS, error_page
 from ..oauth.cors import OAuthCors
@@ -136,7 +137,17 @@ def build_router() -> APIRouter:
     )
     async def authorize(request: Request, runtime: RuntimeDep) -> Response:
         params = await _browser_params(request, "Invalid request")
-        return _respond(await _server(runtime).ready.authorization.authorize(params, dict(request.cookies)))
+        server = _server(runtime)
+        try:
+            return _respond(await server.ready.authorization.authorize(params, dict(request.cookies)))
+        except RedirectError as exc:
+            await token_requests.authorization_refused(server.audit, params, exc.error, exc.description)
+            raise
+        except PageError as exc:
+            await token_requests.authorization_refused(
+                server.audit, params, "invalid_request", exc.description
+            )
+            raise
 
     @router.post(
         "/authorize/consent",
@@ -171,8 +182,20 @@ def build_router() -> APIRouter:
 
     @router.post("/token", summary="Token endpoint", openapi_extra=oauth_openapi.TOKEN)
     async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server, params, client = await _client_request(request, runtime)
-        return JSONResponse(await server.ready.tokens.handle(client, params), headers=NO_STORE)
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        authorization = request.headers.get("authorization")
+        try:
+            client = await server.client_of(params, authorization)
+            answer = await ready.tokens.handle(client, params)
+        except OAuthError as exc:
+            await token_requests.token_refused(
+                server.audit, params, exc, token_requests.claimed_client_id(params, authorization)
+            )
+            raise
+        await token_requests.token_answered(server.audit, params, client.client_id, answer)
+        return JSONResponse(answer, headers=NO_STORE)
 
     @router.post(
         "/introspect", summary="Token introspection (RFC 7662)", openapi_extra=oauth_openapi.INTROSPECT
@@ -191,8 +214,18 @@ def build_router() -> APIRouter:
 
     @router.post("/revoke", summary="Token revocation (RFC 7009)", openapi_extra=oauth_openapi.REVOKE)
     async def revoke(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server, params, client = await _client_request(request, runtime)
-        await server.ready.status.revoke(client, params)
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        authorization = request.headers.get("authorization")
+        try:
+            client = await server.client_of(params, authorization)
+            await ready.status.revoke(client, params)
+        except OAuthError as exc:
+            claimed = token_requests.claimed_client_id(params, authorization)
+            await token_requests.token_revoked(server.audit, params, claimed, exc)
+            raise
+        await token_requests.token_revoked(server.audit, params, client.client_id, None)
         return JSONResponse({}, headers=NO_STORE)
 
     @router.post(
@@ -206,8 +239,19 @@ def build_router() -> APIRouter:
 
     @router.post("/device/token", summary="Poll a device login", openapi_extra=oauth_openapi.DEVICE_TOKEN)
     async def device_token(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server, params, client = await _client_request(request, runtime)
-        return JSONResponse(await server.ready.device.token(client, params), headers=NO_STORE)
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        authorization = request.headers.get("authorization")
+        try:
+            client = await server.client_of(params, authorization)
+            answer = await ready.device.token(client, params)
+        except OAuthError as exc:
+            claimed = token_requests.claimed_client_id(params, authorization)
+            await token_requests.token_refused(server.audit, params, exc, claimed, device=True)
+            raise
+        await token_requests.token_answered(server.audit, params, client.client_id, answer)
+        return JSONResponse(answer, headers=NO_STORE)
 
     return router
 
