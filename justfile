@@ -32,6 +32,14 @@ down: bootstrap
 logs: bootstrap
     exec bash deploy/local/follow_logs.sh
 
+# The OAuth audit, newest first (`mhp logs oauth ARGS`: --since 1h, --outcome failure, --login L, ...)
+logs-oauth *args: bootstrap
+    exec "{{ python }}" -m control_plane.cli.main logs oauth "$@"
+
+# The change audit of the management API, newest first (`mhp logs audit ARGS`)
+logs-audit *args: bootstrap
+    exec "{{ python }}" -m control_plane.cli.main logs audit "$@"
+
 # Follow the log of a Docker-managed service (`mhp service logs -f NAME`; the API from .env, as mhp reads it)
 logs-service name: bootstrap
     exec "{{ python }}" -m control_plane.cli.main service logs --follow "$1"

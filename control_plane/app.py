@@ -16,6 +16,7 @@ from shared.redis_client import create_redis
 
 from .acme.worker import start_certificate_worker
 from .api import (
+    audit_logs,
     auth_config,
     certificates,
     error_handlers,
@@ -37,6 +38,7 @@ from .edge.rate_limit import RateLimit
 from .metrics import ControlPlaneMetrics, RequestMetrics
 from .metrics_listener import MetricsListener
 from .oauth.metadata import issuer_path
+from .request_context import RequestContextMiddleware
 from .runtime import Runtime
 from .web import api_docs
 
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(services.router)
     app.include_router(ports.router)
     app.include_router(workflows.router)
+    app.include_router(audit_logs.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(
@@ -107,6 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_max_bytes=resolved.CP_MAX_BODY_BYTES_API,
     )
     app.add_middleware(RateLimit, issuer_path=issuer_path(resolved.oauth_issuer))
+    # Outside the rate limit, so it sees (and audits) its 429s; its context (client address, caller,
+    # If-Match, the new ETag) belongs to the request: see request_context.py.
+    app.add_middleware(RequestContextMiddleware)
     oauth.install(app, resolved.oauth_issuer)
     # Outermost: the time and status a client sees, 429s and 413s included.
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -47,6 +47,10 @@ class InvalidInput(ControlPlaneError):
         self.errors = errors or [{"loc": ["body"], "msg": detail, "type": "value_error"}]
 
 
+class PreconditionFailed(ControlPlaneError):
+    """An If-Match precondition did not hold: the object changed since the client read it (412)."""
+
+
 class StoreBusy(ControlPlaneError):
     """Optimistic transaction lost the race too many times in a row (503, the client may retry)."""
 

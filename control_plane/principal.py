@@ -12,7 +12,7 @@ not allowed), so a GitHub account never gains access just by existing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.models import ADMIN_OWNER
 from shared.secrets import constant_time_equal, token_sha256
@@ -25,6 +25,13 @@ from .errors import Forbidden, Unauthorized
 class Principal:
     name: str
     is_admin: bool
+    # The signed-in login behind an `mhp oauth login` token (audit only: it grants nothing by itself).
+    login: str | None = field(default=None, compare=False)
+
+    @property
+    def actor(self) -> str:
+        """Who this is in the audit log: the token's name, "admin", or "oauth:<login>"."""
+        return f"oauth:{self.login}" if self.login else self.name
 
     @property
     def owner(self) -> str:
@@ -85,7 +92,7 @@ async def authenticate(
         if login is None:
             raise Unauthorized("invalid, expired or revoked access token", invalid_token=True)
         if login.lower() in oauth.admin_logins:
-            return ADMIN
+            return Principal(name=ADMIN_OWNER, is_admin=True, login=login)
         raise Forbidden(
             f"GitHub user {login!r} is signed in but may not use the management API; "
             "the operator can add the login to ADMIN_GITHUB_USERS"

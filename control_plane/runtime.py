@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from shared.config import Settings
 from shared.target_policy import TargetPolicy
 
+from .audit.trails import AuditTrails
 from .cascade import AfterCommit, CascadeRegistry
 from .docker.controller import ServiceController
 from .docker.engine import Engine
@@ -69,12 +70,14 @@ class Runtime:
     engine: Engine | None
     service_worker: ServiceWorker
     workflows: WorkflowMonitor
+    audit: AuditTrails
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
-        store = Store(redis)
+        audit = AuditTrails.build(settings, redis)
+        store = Store(redis, audit=audit.changes)
         certificates = CertificateService(store, settings)
-        oauth = OAuthServer(settings, redis, store)
+        oauth = OAuthServer(settings, redis, store, audit=audit.oauth)
         targets = TargetPolicy.from_settings(settings)
         proxies = ProxyService(
             store,
@@ -114,4 +117,5 @@ class Runtime:
             engine=engine,
             service_worker=worker,
             workflows=WorkflowMonitor(redis, store.reader, certificates, services),
+            audit=audit,
         )

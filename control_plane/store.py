@@ -10,6 +10,10 @@ concurrent write makes EXEC fail and the plan is re-run against fresh state (a d
 by the re-run). A process runs one config transaction at a time (WATCH then only arbitrates between
 replicas, which retry after a short jittered wait).
 
+During an API request (request_context.py) the same transaction also checks the request's If-Match against
+the object the write names as its subject (preconditions.py: 412 when stale, so the check and the write are
+atomic), and appends the change-audit entries (audit/changes.py), so a write that fails records nothing.
+
 Reads validate each stored row; a row that fails to validate is logged and skipped, never fatal.
 """
 
@@ -20,7 +24,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
@@ -30,7 +34,9 @@ from control_plane.records import ApiToken, ZoneDelegation
 from shared import keys
 from shared.models import ADMIN_OWNER, ChangeEvent, ProxyTarget, Route
 
+from . import request_context
 from .errors import StoreBusy
+from .preconditions import etag_of, etag_of_json, require_match
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +101,25 @@ class Change:
     owner: str = ADMIN_OWNER
 
 
+@dataclass(frozen=True, slots=True)
+class Subject:
+    collection: Collection[Any]
+    object_id: str
+    label: str
+
+
 @dataclass(slots=True)
 class ConfigWrite:
     """What one transaction will do. Plans build these; only the store executes them."""
 
     ops: list[HashPut | HashDelete | StringPut] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
+    # The one object an API write is about (what its If-Match refers to and whose new ETag it answers with).
+    subject: Subject | None = None
+
+    def about(self, collection: Collection[Any], object_id: str, label: str) -> None:
+        """Name the object this write is about; `label` ("proxy 'a.example'") is what a 412 message says."""
+        self.subject = Subject(collection, object_id, label)
 
     def put(self, collection: Collection[M], object_id: str, obj: M) -> None:
         self.ops.append(HashPut(collection.key, object_id, obj.model_dump_json()))
@@ -170,6 +189,11 @@ class Reader:
         raw = await self._conn.hget(collection.key, object_id)
         return raw is not None and _parse(collection, object_id, raw) is None
 
+    async def raw(self, key: str, field: str) -> str | None:
+        """A hash field as stored (unparsed): what the change audit diffs against."""
+        value: str | None = await self._conn.hget(key, field)
+        return value
+
     async def token_name_for_hash(self, digest: str) -> str | None:
         name: str | None = await self._conn.hget(keys.token_hashes(), digest)
         return name
@@ -197,10 +221,21 @@ def _parse(collection: Collection[M], object_id: str, raw: str) -> M | None:
 Plan = Callable[[Reader], Awaitable[ConfigWrite]]
 
 
+class WriteAudit(Protocol):
+    """Records API writes in the same MULTI/EXEC as the write (control_plane/audit/changes.py)."""
+
+    async def entries(
+        self, reader: Reader, write: ConfigWrite, context: request_context.RequestContext
+    ) -> list[str]: ...
+
+    def append(self, pipe: Any, documents: list[str]) -> None: ...
+
+
 class Store:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, *, audit: WriteAudit | None = None) -> None:
         self.redis = redis
         self.reader = Reader(redis)
+        self._audit = audit
         # One config transaction at a time per process: every write WATCHes the one version key, so
         # concurrent writers of the same process would only invalidate each other and retry (8 concurrent
         # API clients exhausted the retries). Serialised here, WATCH arbitrates only between replicas.
@@ -228,8 +263,24 @@ class Store:
                     await pipe.watch(keys.config_version())
                     reader = Reader(pipe)
                     write = await plan(reader)
+                    context = request_context.current()
+                    if context is not None and context.subject_committed:
+                        context = None  # a follow-up write of the same request (e.g. a certificate request)
+                    if context is not None and write.subject is not None:
+                        current_etag = await _current_etag(reader, write.subject)
+                        if context.if_match is not None:
+                            require_match(context.if_match, current_etag, write.subject.label)
+                        if write.empty:
+                            context.subject_committed = True
+                            context.etag = current_etag
                     if write.empty:
                         return None
+                    request = request_context.current()
+                    audit_documents = (
+                        await self._audit.entries(reader, write, request)
+                        if self._audit is not None and request is not None and request.api
+                        else []
+                    )
                     new_version = await reader.config_version() + 1
                     pipe.multi()  # type: ignore[no-untyped-call]
                     for op in write.ops:
@@ -254,10 +305,16 @@ class Store:
                             maxlen=CHANGES_STREAM_MAXLEN,
                             approximate=True,
                         )
+                    if audit_documents and self._audit is not None:
+                        # After the INCR and the change events, so their result positions stay fixed.
+                        self._audit.append(pipe, audit_documents)
                     results = await pipe.execute()
                 except WatchError:
                     continue
             committed_version = int(results[len(write.ops)])
+            if context is not None and write.subject is not None:
+                context.subject_committed = True
+                context.etag = _written_etag(write, write.subject)
             await self._publish(committed_version)
             return committed_version
         raise StoreBusy("too many concurrent configuration writes; retry the request")
@@ -269,3 +326,20 @@ class Store:
             await self.redis.publish(keys.changes_channel(), str(version))
         except (RedisError, OSError):
             log.exception("config version %d committed but the wake-up PUBLISH failed", version)
+
+
+async def _current_etag(reader: Reader, subject: Subject) -> str | None:
+    current = await reader.get(subject.collection, subject.object_id)
+    return None if current is None else etag_of(current)
+
+
+def _written_etag(write: ConfigWrite, subject: Subject) -> str | None:
+    """The ETag of the subject as this write left it (None when it deleted it)."""
+    written: str | None = None
+    for op in write.ops:
+        if isinstance(op, HashPut | HashDelete) and (op.key, op.field) == (
+            subject.collection.key,
+            subject.object_id,
+        ):
+            written = op.value if isinstance(op, HashPut) else None
+    return None if written is None else etag_of_json(written)

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     # Non-public address ranges (comma-separated CIDRs) that proxies and routes of ordinary tokens may target;
     # public addresses are always allowed, admin-owned targets are never restricted (shared/target_policy.py)
     ALLOWED_TARGET_CIDRS: str = ""
+    # Audit trails (Redis streams, longer-lived than request logs): management-API changes and OAuth events,
+    # each bounded by age and by entry count (0 = no count bound)
+    AUDIT_RETENTION_DAYS: float = Field(default=90.0, gt=0)
+    AUDIT_MAX_ENTRIES: int = Field(default=200_000, ge=0)
+    OAUTH_AUDIT_RETENTION_DAYS: float = Field(default=30.0, gt=0)
+    OAUTH_AUDIT_MAX_ENTRIES: int = Field(default=500_000, ge=0)
 
     # Data plane tuning
     RECONCILE_INTERVAL_SECONDS: float = Field(default=30.0, gt=0)

@@ -14,6 +14,8 @@ lookups without SCAN):
     {mhp}:changes                stream of ChangeEvent entries (bounded)
     {mhp}:changes:wake           pub/sub channel; message = new config version
     {mhp-log}:requests           stream of request-log entries (bounded)
+    {mhp}:audit:changes          stream of change-audit entries (bounded by age and count)
+    {mhp}:audit:oauth            stream of OAuth audit events (bounded by age and count)
 """
 
 from __future__ import annotations
@@ -57,6 +59,21 @@ def changes_channel() -> str:
 
 def request_log_stream() -> str:
     return f"{LOG_TAG}:requests"
+
+
+def audit_changes_stream() -> str:
+    """Stream of change-audit entries; in the config hash tag: it is written in the config MULTI/EXEC."""
+    return f"{TAG}:audit:changes"
+
+
+def audit_oauth_stream() -> str:
+    """Stream of OAuth audit events (sign-ins, consents, tokens, refusals)."""
+    return f"{TAG}:audit:oauth"
+
+
+def audit_rate_limited(client_address: str) -> str:
+    """String with a TTL: a rate-limit refusal of this client was audited this minute."""
+    return f"{TAG}:audit:rate-limited:{client_address}"
 
 
 def all_config_keys() -> tuple[str, ...]:

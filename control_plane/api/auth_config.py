@@ -9,13 +9,14 @@ from shared.models import ProxyResource
 
 from ..services.auth_config import ProxyAuthSettings, ProxyAuthView, ProxyResourceSettings, ResourceEntry
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(tags=["auth"])
 
 TARGET = "/api/v1/proxy/targets/{hostname}"
 
 
-@router.put(TARGET + "/auth", response_model=ProxyAuthView)
+@router.put(TARGET + "/auth", response_model=ProxyAuthView, dependencies=[IF_MATCH])
 async def put_auth(
     hostname: str, body: ProxyAuthSettings, runtime: RuntimeDep, principal: PrincipalDep
 ) -> ProxyAuthView:
@@ -26,17 +27,19 @@ async def put_auth(
 
 @router.get(TARGET + "/auth", response_model=ProxyAuthView)
 async def get_auth(hostname: str, runtime: RuntimeDep, principal: PrincipalDep) -> ProxyAuthView:
-    return ProxyAuthView.of(await runtime.auth_config.get_auth(principal, hostname))
+    config = await runtime.auth_config.get_auth(principal, hostname)
+    tag(config)
+    return ProxyAuthView.of(config)
 
 
-@router.delete(TARGET + "/auth", status_code=204)
+@router.delete(TARGET + "/auth", status_code=204, dependencies=[IF_MATCH])
 async def delete_auth(hostname: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     """Remove protection: the proxy serves without tokens again."""
     await runtime.auth_config.delete_auth(principal, hostname)
     return Response(status_code=204)
 
 
-@router.put(TARGET + "/resource", response_model=ProxyResource)
+@router.put(TARGET + "/resource", response_model=ProxyResource, dependencies=[IF_MATCH])
 async def put_resource(
     hostname: str, body: ProxyResourceSettings, runtime: RuntimeDep, principal: PrincipalDep
 ) -> ProxyResource:
@@ -46,7 +49,10 @@ async def put_resource(
 
 @router.get(TARGET + "/resource", response_model=ProxyResource)
 async def get_resource(hostname: str, runtime: RuntimeDep, principal: PrincipalDep) -> ProxyResource:
-    return await runtime.auth_config.get_resource(principal, hostname)
+    resource, stored = await runtime.auth_config.get_resource_stored(principal, hostname)
+    if stored:
+        tag(resource)  # the defaults of a proxy with no stored settings have no ETag (nothing to match)
+    return resource
 
 
 @router.get("/api/v1/resources/", response_model=list[ResourceEntry])

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from ..services.certificates import CertificateCreate, CertificateStatus, CertificateView
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"])
 
@@ -25,7 +26,9 @@ async def list_certificates(runtime: RuntimeDep, principal: PrincipalDep) -> lis
 
 @router.get("/{cert_name}", response_model=CertificateView)
 async def get_certificate(cert_name: str, runtime: RuntimeDep, principal: PrincipalDep) -> CertificateView:
-    return CertificateView.of(await runtime.certificates.get(principal, cert_name))
+    cert = await runtime.certificates.get(principal, cert_name)
+    tag(cert)
+    return CertificateView.of(cert)
 
 
 @router.get("/{cert_name}/status", response_model=CertificateStatus)
@@ -35,13 +38,18 @@ async def certificate_status(
     return CertificateStatus.of(await runtime.certificates.get(principal, cert_name))
 
 
-@router.post("/{cert_name}/renew", status_code=202, response_model=CertificateView)
+@router.post("/{cert_name}/renew", status_code=202, response_model=CertificateView, dependencies=[IF_MATCH])
 async def renew_certificate(cert_name: str, runtime: RuntimeDep, principal: PrincipalDep) -> CertificateView:
     """Issue a new chain now, whatever the expiry date (also skips a failed certificate's backoff)."""
     return CertificateView.of(await runtime.certificates.renew(principal, cert_name))
 
 
-@router.post("/{cert_name}/convert-to-production", status_code=202, response_model=CertificateView)
+@router.post(
+    "/{cert_name}/convert-to-production",
+    status_code=202,
+    response_model=CertificateView,
+    dependencies=[IF_MATCH],
+)
 async def convert_to_production(
     cert_name: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> CertificateView:
@@ -49,7 +57,7 @@ async def convert_to_production(
     return CertificateView.of(await runtime.certificates.convert_to_production(principal, cert_name))
 
 
-@router.delete("/{cert_name}", status_code=204)
+@router.delete("/{cert_name}", status_code=204, dependencies=[IF_MATCH])
 async def delete_certificate(cert_name: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     await runtime.certificates.delete(principal, cert_name)
     return Response(status_code=204)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from .. import request_context
 from ..principal import OAuthAdmins, Principal, authenticate
 from ..runtime import Runtime
 
@@ -28,9 +29,13 @@ async def get_principal(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer_scheme)] = None,
 ) -> Principal:
     oauth = OAuthAdmins(runtime.oauth.api_login, runtime.settings.admin_github_users)
-    return await authenticate(
+    principal = await authenticate(
         request.headers.get("authorization"), runtime.settings.ADMIN_TOKEN, runtime.store.reader, oauth
     )
+    context = request_context.current()
+    if context is not None:
+        context.actor = principal.actor
+    return principal
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -18,6 +18,7 @@ from ..errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    PreconditionFailed,
     StoreBusy,
     Unauthorized,
     Unavailable,
@@ -31,6 +32,7 @@ _STATUS: dict[type[ControlPlaneError], int] = {
     NotFound: 404,
     Conflict: 409,
     InvalidInput: 422,
+    PreconditionFailed: 412,
     StoreBusy: 503,
     Unavailable: 503,
 }

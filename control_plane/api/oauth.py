@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from control_plane.records import OAuthClient
 from shared.secrets import constant_time_equal
 
+from ..audit import token_requests
 from ..oauth.authorization import Page, Redirect
 from ..oauth.consent_page import SECURITY_HEADERS, error_page
 from ..oauth.cors import OAuthCors
@@ -61,6 +62,15 @@ async def _client_request(request: Request, runtime: Any) -> tuple[OAuthServer, 
     params = await _form(request)
     client = await server.client_of(params, request.headers.get("authorization"))
     return server, params, client
+
+
+async def _counted_form(request: Request, grant_type: str) -> Params:
+    """The token-side form; one that cannot be read is counted as a refused grant of `grant_type`."""
+    try:
+        return await _form(request)
+    except OAuthError as exc:
+        request.app.state.metrics.count_grant(grant_type, exc.error)
+        raise
 
 
 async def _json(request: Request) -> Any:
@@ -137,7 +147,17 @@ def build_router() -> APIRouter:
     )
     async def authorize(request: Request, runtime: RuntimeDep) -> Response:
         params = await _browser_params(request, "Invalid request")
-        return _respond(await _server(runtime).ready.authorization.authorize(params, dict(request.cookies)))
+        server = _server(runtime)
+        try:
+            return _respond(await server.ready.authorization.authorize(params, dict(request.cookies)))
+        except RedirectError as exc:
+            await token_requests.authorization_refused(server.audit, params, exc.error, exc.description)
+            raise
+        except PageError as exc:
+            await token_requests.authorization_refused(
+                server.audit, params, "invalid_request", exc.description
+            )
+            raise
 
     @router.post(
         "/authorize/consent",
@@ -172,15 +192,22 @@ def build_router() -> APIRouter:
 
     @router.post("/token", summary="Token endpoint", openapi_extra=oauth_openapi.TOKEN)
     async def token(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        grant_type = "unknown"  # until the form is read: a refused client counts under it
+        server = _server(runtime)
+        ready = server.ready
+        params = await _counted_form(request, "unknown")  # a form we cannot read counts under "unknown"
+        authorization = request.headers.get("authorization")
+        grant_type = params.get("grant_type", "")
         try:
-            server, params, client = await _client_request(request, runtime)
-            grant_type = params.get("grant_type", "")
-            answer = await server.ready.tokens.handle(client, params)
+            client = await server.client_of(params, authorization)
+            answer = await ready.tokens.handle(client, params)
         except OAuthError as exc:
             request.app.state.metrics.count_grant(grant_type, exc.error)
+            await token_requests.token_refused(
+                server.audit, params, exc, token_requests.claimed_client_id(params, authorization)
+            )
             raise
         request.app.state.metrics.count_grant(grant_type, "issued")
+        await token_requests.token_answered(server.audit, params, client.client_id, answer)
         return JSONResponse(answer, headers=NO_STORE)
 
     @router.post(
@@ -200,8 +227,18 @@ def build_router() -> APIRouter:
 
     @router.post("/revoke", summary="Token revocation (RFC 7009)", openapi_extra=oauth_openapi.REVOKE)
     async def revoke(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server, params, client = await _client_request(request, runtime)
-        await server.ready.status.revoke(client, params)
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        authorization = request.headers.get("authorization")
+        try:
+            client = await server.client_of(params, authorization)
+            await ready.status.revoke(client, params)
+        except OAuthError as exc:
+            claimed = token_requests.claimed_client_id(params, authorization)
+            await token_requests.token_revoked(server.audit, params, claimed, exc)
+            raise
+        await token_requests.token_revoked(server.audit, params, client.client_id, None)
         return JSONResponse({}, headers=NO_STORE)
 
     @router.post(
@@ -215,13 +252,20 @@ def build_router() -> APIRouter:
 
     @router.post("/device/token", summary="Poll a device login", openapi_extra=oauth_openapi.DEVICE_TOKEN)
     async def device_token(request: Request, runtime: RuntimeDep) -> JSONResponse:
+        server = _server(runtime)
+        ready = server.ready
+        params = await _counted_form(request, DEVICE_CODE)
+        authorization = request.headers.get("authorization")
         try:
-            server, params, client = await _client_request(request, runtime)
-            answer = await server.ready.device.token(client, params)
+            client = await server.client_of(params, authorization)
+            answer = await ready.device.token(client, params)
         except OAuthError as exc:
             request.app.state.metrics.count_grant(DEVICE_CODE, exc.error)
+            claimed = token_requests.claimed_client_id(params, authorization)
+            await token_requests.token_refused(server.audit, params, exc, claimed, device=True)
             raise
         request.app.state.metrics.count_grant(DEVICE_CODE, "issued")
+        await token_requests.token_answered(server.audit, params, client.client_id, answer)
         return JSONResponse(answer, headers=NO_STORE)
 
     return router

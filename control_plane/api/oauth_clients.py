@@ -15,7 +15,11 @@ async def create_client(
     body: OAuthClientCreate, runtime: RuntimeDep, principal: PrincipalDep
 ) -> OAuthClientCreated:
     """Register a client that never expires. A confidential client's `client_secret` is shown once."""
-    return await runtime.oauth_clients.create(principal, body)
+    created = await runtime.oauth_clients.create(principal, body)
+    await runtime.audit.changes.record(
+        runtime.redis, kind="oauth-client", action="created", name=created.client_id, owner=principal.owner
+    )
+    return created
 
 
 @router.get("/", response_model=list[OAuthClientView])
@@ -32,4 +36,7 @@ async def get_client(client_id: str, runtime: RuntimeDep, principal: PrincipalDe
 async def delete_client(client_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     """New authorizations and refreshes for the client are refused; issued access tokens run out."""
     await runtime.oauth_clients.delete(principal, client_id)
+    await runtime.audit.changes.record(
+        runtime.redis, kind="oauth-client", action="deleted", name=client_id, owner=principal.owner
+    )
     return Response(status_code=204)

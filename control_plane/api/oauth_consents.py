@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from control_plane.records import OAuthConsent
 
+from ..audit.records import FieldChange
 from ..errors import InvalidInput
 from .deps import PrincipalDep, RuntimeDep
 
@@ -63,4 +64,14 @@ async def revoke_consents(
     if not (login or client_id or consent_id):
         raise InvalidInput("name what to revoke: login, client_id and/or consent_id")
     revoked = await runtime.oauth.consents.revoke(login=login, client_id=client_id, consent_id=consent_id)
+    if revoked:
+        named = {"login": login, "client_id": client_id, "consent_id": consent_id}
+        await runtime.audit.changes.record(
+            runtime.redis,
+            kind="consent",
+            action="revoked",
+            name=" ".join(f"{k}={v}" for k, v in named.items() if v),
+            owner=principal.owner,
+            changes={"revoked": FieldChange(new=revoked)},
+        )
     return ConsentsRevoked(revoked=revoked)

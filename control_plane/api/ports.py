@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
+from ..audit.records import FieldChange
 from ..services.port_allocator import PortAllocation, Protocol
 from ..services.ports import PortCheck, PortRequest
 from .deps import PrincipalDep, RuntimeDep
@@ -25,7 +26,16 @@ async def list_ports(runtime: RuntimeDep, principal: PrincipalDep) -> list[PortA
 @router.post("/", status_code=201, response_model=PortAllocation)
 async def allocate_port(body: PortRequest, runtime: RuntimeDep, principal: PrincipalDep) -> PortAllocation:
     """Allocate a port (a given one, or any free one of PORT_RANGES); 409 when taken or in use on the host."""
-    return await runtime.ports.allocate(principal, body)
+    allocation = await runtime.ports.allocate(principal, body)
+    await runtime.audit.changes.record(
+        runtime.redis,
+        kind="port",
+        action="created",
+        name=allocation.field,
+        owner=allocation.owner,
+        changes={k: FieldChange(new=v) for k, v in allocation.model_dump(mode="json").items()},
+    )
+    return allocation
 
 
 @router.get("/{port}", response_model=PortAllocation)

@@ -10,6 +10,7 @@ from shared.models import ProxyTarget
 
 from ..services.proxies import ProxyTargetCreate, ProxyTargetSettings
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/proxy/targets", tags=["proxies"])
 
@@ -26,10 +27,12 @@ async def list_proxies(runtime: RuntimeDep, principal: PrincipalDep) -> list[Pro
 
 @router.get("/{hostname}", response_model=ProxyTarget)
 async def get_proxy(hostname: str, runtime: RuntimeDep, principal: PrincipalDep) -> ProxyTarget:
-    return await runtime.proxies.get(principal, hostname)
+    proxy = await runtime.proxies.get(principal, hostname)
+    tag(proxy)
+    return proxy
 
 
-@router.put("/{hostname}", response_model=ProxyTarget)
+@router.put("/{hostname}", response_model=ProxyTarget, dependencies=[IF_MATCH])
 async def replace_proxy(
     hostname: str, body: ProxyTargetSettings, runtime: RuntimeDep, principal: PrincipalDep
 ) -> ProxyTarget:
@@ -37,7 +40,7 @@ async def replace_proxy(
     return await runtime.proxies.replace(principal, hostname, body)
 
 
-@router.patch("/{hostname}", response_model=ProxyTarget)
+@router.patch("/{hostname}", response_model=ProxyTarget, dependencies=[IF_MATCH])
 async def patch_proxy(
     hostname: str,
     changes: Annotated[dict[str, Any], Body(examples=[{"enabled": False}])],
@@ -48,7 +51,7 @@ async def patch_proxy(
     return await runtime.proxies.patch(principal, hostname, changes)
 
 
-@router.delete("/{hostname}", status_code=204)
+@router.delete("/{hostname}", status_code=204, dependencies=[IF_MATCH])
 async def delete_proxy(hostname: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     await runtime.proxies.delete(principal, hostname)
     return Response(status_code=204)

@@ -8,6 +8,7 @@ from shared.models import Route
 
 from ..services.routes import RouteCreate, RouteSettings
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/routes", tags=["routes"])
 
@@ -24,17 +25,19 @@ async def list_routes(runtime: RuntimeDep, principal: PrincipalDep) -> list[Rout
 
 @router.get("/{route_id}", response_model=Route)
 async def get_route(route_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Route:
-    return await runtime.routes.get(principal, route_id)
+    route = await runtime.routes.get(principal, route_id)
+    tag(route)
+    return route
 
 
-@router.put("/{route_id}", response_model=Route)
+@router.put("/{route_id}", response_model=Route, dependencies=[IF_MATCH])
 async def replace_route(
     route_id: str, body: RouteSettings, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Route:
     return await runtime.routes.replace(principal, route_id, body)
 
 
-@router.delete("/{route_id}", status_code=204)
+@router.delete("/{route_id}", status_code=204, dependencies=[IF_MATCH])
 async def delete_route(route_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     await runtime.routes.delete(principal, route_id)
     return Response(status_code=204)

@@ -17,6 +17,7 @@ from ..errors import InvalidInput
 from ..services.external_services import ExternalServiceCreate, ExternalServiceSettings
 from ..services.service_spec import ServiceCreate, ServiceSettings, ServiceStats, ServiceView
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/services", tags=["services"])
 
@@ -60,10 +61,12 @@ async def list_external_services(runtime: RuntimeDep, principal: PrincipalDep) -
 async def get_external_service(
     external_name: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> ServiceEndpoint:
-    return await runtime.external_services.get(principal, external_name)
+    endpoint = await runtime.external_services.get(principal, external_name)
+    tag(endpoint)
+    return endpoint
 
 
-@router.put("/external/{external_name}", response_model=ServiceEndpoint)
+@router.put("/external/{external_name}", response_model=ServiceEndpoint, dependencies=[IF_MATCH])
 async def replace_external_service(
     external_name: str, body: ExternalServiceSettings, runtime: RuntimeDep, principal: PrincipalDep
 ) -> ServiceEndpoint:
@@ -71,7 +74,7 @@ async def replace_external_service(
     return await runtime.external_services.replace(principal, external_name, body)
 
 
-@router.delete("/external/{external_name}", status_code=204)
+@router.delete("/external/{external_name}", status_code=204, dependencies=[IF_MATCH])
 async def delete_external_service(
     external_name: str, runtime: RuntimeDep, principal: PrincipalDep
 ) -> Response:
@@ -97,10 +100,12 @@ async def list_services(runtime: RuntimeDep, principal: PrincipalDep) -> list[Se
 
 @router.get("/{service_name}", response_model=ServiceView)
 async def get_service(service_name: str, runtime: RuntimeDep, principal: PrincipalDep) -> ServiceView:
-    return await runtime.services.get(principal, service_name)
+    record, view = await runtime.services.get_with_record(principal, service_name)
+    tag(record)
+    return view
 
 
-@router.put("/{service_name}", response_model=ServiceView)
+@router.put("/{service_name}", response_model=ServiceView, dependencies=[IF_MATCH])
 async def replace_service(
     service_name: str, body: ServiceSettings, runtime: RuntimeDep, principal: PrincipalDep
 ) -> ServiceView:
@@ -109,7 +114,7 @@ async def replace_service(
     return await runtime.services.replace(principal, service_name, body)
 
 
-@router.patch("/{service_name}", response_model=ServiceView)
+@router.patch("/{service_name}", response_model=ServiceView, dependencies=[IF_MATCH])
 async def patch_service(
     service_name: str,
     changes: Annotated[dict[str, Any], Body(examples=[{"memory_limit": "256m"}])],
@@ -120,7 +125,7 @@ async def patch_service(
     return await runtime.services.patch(principal, service_name, changes)
 
 
-@router.delete("/{service_name}", status_code=204)
+@router.delete("/{service_name}", status_code=204, dependencies=[IF_MATCH])
 async def delete_service(service_name: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     """Delete the service, its ports and its auto proxy; the controller removes the container."""
     await runtime.services.delete(principal, service_name)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from ..services.tokens import TokenCreate, TokenCreated, TokenUpdate, TokenView
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
@@ -23,17 +24,19 @@ async def list_tokens(runtime: RuntimeDep, principal: PrincipalDep) -> list[Toke
 
 @router.get("/{name}", response_model=TokenView)
 async def get_token(name: str, runtime: RuntimeDep, principal: PrincipalDep) -> TokenView:
-    return await runtime.tokens.get(principal, name)
+    token = await runtime.tokens.record(principal, name)
+    tag(token)
+    return TokenView.of(token)
 
 
-@router.put("/{name}", response_model=TokenView)
+@router.put("/{name}", response_model=TokenView, dependencies=[IF_MATCH])
 async def update_token(
     name: str, body: TokenUpdate, runtime: RuntimeDep, principal: PrincipalDep
 ) -> TokenView:
     return await runtime.tokens.update(principal, name, body)
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, dependencies=[IF_MATCH])
 async def delete_token(name: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     """Delete a token and, in the same transaction, every proxy and route it owns."""
     await runtime.tokens.delete(principal, name)

@@ -127,7 +127,8 @@ def auth_remove(api: ApiClient, args: argparse.Namespace) -> Any:
 
 
 def resource_set(api: ApiClient, args: argparse.Namespace) -> Any:
-    current = api.request("GET", _host_path(args.hostname, "resource"))
+    # No ETag when nothing is stored yet (the defaults): then the PUT is unconditional.
+    current, etag = api.read(_host_path(args.hostname, "resource"))
     body = {k: current[k] for k in ("path", "scopes_supported", "resource_name", "resource_documentation")}
     if args.path is not None:
         body["path"] = args.path
@@ -137,7 +138,7 @@ def resource_set(api: ApiClient, args: argparse.Namespace) -> Any:
         body["resource_name"] = args.name
     if args.docs is not None:
         body["resource_documentation"] = args.docs
-    return api.request("PUT", _host_path(args.hostname, "resource"), body)
+    return api.request("PUT", _host_path(args.hostname, "resource"), body, if_match=etag)
 
 
 RESOURCE_COLUMNS = [

@@ -98,16 +98,32 @@ class ApiClient:
     def __exit__(self, *_exc: object) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, json: Any = None) -> Any:
+    def request(self, method: str, path: str, json: Any = None, *, if_match: str | None = None) -> Any:
+        """One API call; `if_match` makes a write conditional on the ETag of an earlier read."""
+        return self._call(method, path, json, if_match)[0]
+
+    def read(self, path: str) -> tuple[Any, str | None]:
+        """A GET and the object's ETag, for a read-modify-write that sends it back as If-Match."""
+        return self._call("GET", path, None, None)
+
+    def _call(self, method: str, path: str, json: Any, if_match: str | None) -> tuple[Any, str | None]:
+        headers = {"If-Match": if_match} if if_match else None
         try:
-            response = self._http.request(method, path, json=json)
+            response = self._http.request(method, path, json=json, headers=headers)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
+        if response.status_code == 412:
+            raise ApiError(
+                412,
+                f"{error_message(response)} (it changed between mhp's read and its write; "
+                "nothing was written: run the command again)",
+            )
         if response.status_code >= 400:
             raise ApiError(response.status_code, error_message(response))
+        etag = response.headers.get("etag")
         if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+            return None, etag
+        return response.json(), etag
 
     def text(self, path: str, params: dict[str, Any]) -> str:
         """A GET whose answer is text (service logs)."""

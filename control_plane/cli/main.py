@@ -7,6 +7,7 @@
     mhp service create|list|show|update|delete|start|stop|restart|logs|stats, mhp service external ...
     mhp port   list|check|allocate|release
     mhp workflow list|retry|drop   (workflow_commands.py)
+    mhp logs   audit|oauth (audit trails: audit.py)
     (mhp oauth ..., mhp proxy auth|resource ... and mhp resources: see auth_commands.py; services and
     ports: service_commands.py)
 
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from . import render
+from .audit import add_audit_log_commands
 from .auth_commands import add_auth_commands
 from .client import ApiClient, CliError, resolve_endpoint
 from .service_commands import add_port_commands, add_service_commands
@@ -212,10 +214,10 @@ def route_update(api: ApiClient, args: argparse.Namespace) -> Any:
     if not changes:
         raise CliError("nothing to update: give at least one option (see mhp route update --help)")
     # The API replaces a route whole (PUT); read it, apply the changes, write it back.
-    current = api.request("GET", _item(ROUTES, args.id))
+    current, etag = api.read(_item(ROUTES, args.id))
     body = {k: current[k] for k in ROUTE_SETTABLE if k in current}
     body.update(changes)
-    return api.request("PUT", _item(ROUTES, args.id), body)
+    return api.request("PUT", _item(ROUTES, args.id), body, if_match=etag)
 
 
 def _add_route_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
@@ -330,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mhp", description="Manage mcp-http-proxy through its REST API.")
     _add_common(parser, top=True)
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources,service,port,workflow}"
+        dest="group",
+        required=True,
+        metavar="{tokens,proxy,route,cert,oauth,resources,service,port,workflow,logs}",
     )
 
     def command(
@@ -424,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_service_commands(groups, command)
     add_port_commands(groups, command)
     add_workflow_commands(groups, command)
+    logs = groups.add_parser("logs", help="audit trails").add_subparsers(dest="action", required=True)
+    add_audit_log_commands(logs, command)
     return parser
 
 

@@ -143,13 +143,17 @@ def service_update(api: ApiClient, args: argparse.Namespace) -> Any:
     changes = _spec(args)
     if not changes:
         raise CliError("nothing to update: give at least one option (see mhp service update --help)")
+    etag = None
     if "environment" in changes:
-        # --env/--secret-env add to what is there; secrets already stored are kept as they are.
-        current = api.request("GET", _item(SERVICES, args.name))["environment"]
-        merged = {k: ({"secret": True} if isinstance(v, dict) else v) for k, v in current.items()}
+        # --env/--secret-env add to what is there; secrets already stored are kept as they are. The PATCH
+        # carries the read's ETag, so a concurrent change to the environment is not silently overwritten.
+        current, etag = api.read(_item(SERVICES, args.name))
+        merged = {
+            k: ({"secret": True} if isinstance(v, dict) else v) for k, v in current["environment"].items()
+        }
         merged.update(changes["environment"])
         changes["environment"] = merged
-    return api.request("PATCH", _item(SERVICES, args.name), changes)
+    return api.request("PATCH", _item(SERVICES, args.name), changes, if_match=etag)
 
 
 def service_logs(api: ApiClient, args: argparse.Namespace) -> Any:

@@ -30,6 +30,7 @@ from control_plane.records import (
 from shared.encryption import EncryptionError, Keyring
 from shared.secrets import constant_time_equal, token_sha256
 
+from ..audit.oauth_events import OAuthAudit
 from . import pkce
 from .consent import Consents
 from .consent_page import consent_page
@@ -90,7 +91,10 @@ class AuthorizationEndpoint:
         find_client: Callable[[str], Awaitable[OAuthClient | None]],
         consents: Consents,
         kek: Keyring,
+        *,
+        audit: OAuthAudit,
     ) -> None:
+        self._audit = audit
         self._kek = kek
         self._find_client = find_client
         self._consents = consents
@@ -225,6 +229,14 @@ class AuthorizationEndpoint:
         decision = form.get("decision")
         if decision != "approve":
             await self._state.take_authorization_request(request_id)
+            await self._audit.record(
+                "consent_denied",
+                "failure",
+                reason="access_denied: the user denied the request",
+                client_id=request.client_id,
+                resources=request.resources,
+                scope=request.scope,
+            )
             return Redirect(
                 redirect_to_client(
                     request.redirect_uri,
@@ -290,6 +302,15 @@ class AuthorizationEndpoint:
             )
         code = params.get("code")
         if params.get("error") or not code:
+            upstream_error = (params.get("error") or "no code")[:100]
+            await self._audit.record(
+                "sign_in",
+                "failure",
+                reason=f"access_denied: the identity provider sign-in was not completed ({upstream_error})",
+                client_id=request.client_id,
+                resources=request.resources,
+                scope=request.scope,
+            )
             return Redirect(
                 redirect_to_client(
                     request.redirect_uri,
@@ -311,6 +332,14 @@ class AuthorizationEndpoint:
             )
             user = await self._upstream.identity(upstream_token)
         except OAuthError as exc:
+            await self._audit.record(
+                "sign_in",
+                "failure",
+                reason=f"{exc.error}: {exc.description}",
+                client_id=request.client_id,
+                resources=request.resources,
+                scope=request.scope,
+            )
             return self.error_redirect(
                 RedirectError(
                     "access_denied" if exc.status < 500 else "temporarily_unavailable",
@@ -319,6 +348,14 @@ class AuthorizationEndpoint:
                     state=request.state,
                 )
             )
+        await self._audit.record(
+            "sign_in",
+            "success",
+            login=user.login,
+            client_id=request.client_id,
+            resources=request.resources,
+            scope=request.scope,
+        )
         # What the user approved on our page: this client, these scopes, these resources (not more).
         await self._consents.remember(
             user.login, request.client_id, request.client_name, scope_list(request.scope), request.resources

@@ -19,6 +19,7 @@ import time
 
 from control_plane.records import OAuthConsent
 
+from ..audit.oauth_events import OAuthAudit
 from .state_store import OAuthState
 
 
@@ -33,9 +34,10 @@ def consent_id(login: str, client_id: str, scopes: list[str], resources: list[st
 
 
 class Consents:
-    def __init__(self, state: OAuthState, ttl_seconds: int) -> None:
+    def __init__(self, state: OAuthState, ttl_seconds: int, audit: OAuthAudit) -> None:
         self._state = state
         self._ttl_seconds = ttl_seconds
+        self._audit = audit
 
     async def remember(
         self, login: str, client_id: str, client_name: str, scopes: list[str], resources: list[str]
@@ -53,6 +55,14 @@ class Consents:
             expires_at=now + self._ttl_seconds,
         )
         await self._state.put_consent(consent)
+        await self._audit.record(
+            "consent_granted",
+            "success",
+            login=login,
+            client_id=client_id,
+            resources=consent.resources,
+            scope=" ".join(consent.scopes),
+        )
         return consent
 
     async def covers(self, login: str, client_id: str, scopes: list[str], resources: list[str]) -> bool:
@@ -82,5 +92,14 @@ class Consents:
         for name in sorted({c.login for c in matching}):
             revoked += await self._state.delete_consents(
                 name, [c.consent_id for c in matching if c.login == name]
+            )
+        for consent in matching:
+            await self._audit.record(
+                "consent_revoked",
+                "success",
+                login=consent.login,
+                client_id=consent.client_id,
+                resources=consent.resources,
+                scope=" ".join(consent.scopes),
             )
         return revoked

@@ -21,6 +21,8 @@ from control_plane.records import OAuthClient
 from shared.config import Settings
 from shared.encryption import EncryptionError, KeyNotConfigured, Keyring
 
+from ..audit.oauth_events import OAuthAudit
+from ..audit.trails import AuditTrails
 from ..services.auth_config import github_app_context, proxy_auth_collection
 from ..services.hostname_claims import reserved_hostnames
 from ..services.proxies import ProxyService
@@ -100,6 +102,7 @@ class _Configured:
             server.find_client,
             server.consents,
             kek,
+            audit=server.audit,
         )
         self.device = DeviceFlow(
             server.issuer, server.state, server.upstream, self.issuer, server.catalogue, kek
@@ -118,8 +121,12 @@ class _Configured:
 
 
 class OAuthServer:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, store: Store, *, audit: OAuthAudit | None = None
+    ) -> None:
         self.settings = settings
+        # Sign-ins, consents, tokens and refusals (control_plane/audit/oauth_events.py).
+        self.audit = audit if audit is not None else AuditTrails.build(settings, redis).oauth
         self.issuer = settings.oauth_issuer
         self.state = OAuthState(redis)
         self._reader = store.reader
@@ -157,7 +164,7 @@ class OAuthServer:
             settings.OAUTH_CLIENT_TTL_SECONDS,
             settings.OAUTH_UNUSED_CLIENT_TTL_SECONDS,
         )
-        self.consents = Consents(self.state, settings.OAUTH_CONSENT_TTL_SECONDS)
+        self.consents = Consents(self.state, settings.OAUTH_CONSENT_TTL_SECONDS, self.audit)
         self._configured: _Configured | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._config_error = ""

@@ -184,6 +184,7 @@ class AuthConfigService:
             result[:] = [config]
             write = ConfigWrite()
             write.put(proxy_auth_collection(), name, config)
+            write.about(proxy_auth_collection(), name, f"auth configuration of proxy {name!r}")
             write.change("auth", "updated" if current else "created", name, proxy.owner)
             return write
 
@@ -208,6 +209,7 @@ class AuthConfigService:
                 raise NotFound(f"proxy {name!r} has no auth configuration")
             write = ConfigWrite()
             write.delete(proxy_auth_collection(), name)
+            write.about(proxy_auth_collection(), name, f"auth configuration of proxy {name!r}")
             write.change("auth", "deleted", name, proxy.owner)
             return write
 
@@ -230,6 +232,7 @@ class AuthConfigService:
             result[:] = [resource]
             write = ConfigWrite()
             write.put(proxy_resource_collection(), name, resource)
+            write.about(proxy_resource_collection(), name, f"resource settings of proxy {name!r}")
             write.change("auth", "updated" if existed else "created", name, proxy.owner)
             return write
 
@@ -238,10 +241,16 @@ class AuthConfigService:
 
     async def get_resource(self, principal: Principal, hostname: str) -> ProxyResource:
         """The stored PRM fields, or the defaults a protected proxy gets when none were set."""
+        return (await self.get_resource_stored(principal, hostname))[0]
+
+    async def get_resource_stored(self, principal: Principal, hostname: str) -> tuple[ProxyResource, bool]:
+        """The PRM fields, and whether they are stored (False: the defaults)."""
         name = normalise_path_hostname(hostname)
         proxy = await read_owned(self._store.reader, principal, store.proxies(), "proxy", name)
         resource = await self._store.reader.get(proxy_resource_collection(), name)
-        return resource or ProxyResource(hostname=name, owner=proxy.owner)
+        if resource is None:
+            return ProxyResource(hostname=name, owner=proxy.owner), False
+        return resource, True
 
     async def registry(self, principal: Principal) -> list[ResourceEntry]:
         reader = self._store.reader

@@ -192,6 +192,7 @@ class CertificateService:
             result[:] = [cert]
             write = ConfigWrite()
             put_certificate(write, cert, previous=None)
+            write.about(certificates(), cert.cert_name, f"certificate {cert.cert_name!r}")
             write.change("certificate", "created", cert.cert_name, cert.owner)
             return write
 
@@ -240,6 +241,7 @@ class CertificateService:
         async def plan(reader: Reader) -> ConfigWrite:
             await require_current(reader, principal)
             write = ConfigWrite()
+            write.about(certificates(), cert_name, f"certificate {cert_name!r}")
             if principal.is_admin and await reader.is_damaged(certificates(), cert_name):
                 write.delete(certificates(), cert_name)
                 write.change("certificate", "deleted", cert_name, principal.owner)
@@ -267,6 +269,7 @@ class CertificateService:
             result[:] = [new]
             write = ConfigWrite()
             put_certificate(write, new, previous=current)
+            write.about(certificates(), cert_name, f"certificate {cert_name!r}")
             write.change("certificate", "updated", cert_name, current.owner)
             return write
 

@@ -80,6 +80,7 @@ class ExternalServices:
                 raise Conflict(f"service {body.name!r} already exists")
             write = ConfigWrite()
             write.put(endpoints(), endpoint.name, endpoint)
+            write.about(endpoints(), endpoint.name, f"external service {endpoint.name!r}")
             write.change("service", "created", endpoint.name, endpoint.owner)
             return write
 
@@ -106,6 +107,7 @@ class ExternalServices:
             result[:] = [new]
             write = ConfigWrite()
             write.put(endpoints(), name, new)
+            write.about(endpoints(), name, f"external service {name!r}")
             write.change("service", "updated", name, current.owner)
             return write
 
@@ -121,6 +123,7 @@ class ExternalServices:
                 raise Conflict(in_use_refusal(name, users))
             write = ConfigWrite()
             write.delete(endpoints(), name)
+            write.about(endpoints(), name, f"external service {name!r}")
             write.change("service", "deleted", name, current.owner)
             return write
 

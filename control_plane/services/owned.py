@@ -35,5 +35,6 @@ async def plan_delete(
         owner = (await read_owned(reader, principal, collection, kind, object_id)).owner
     write = ConfigWrite()
     write.delete(collection, object_id)
+    write.about(collection, object_id, f"{kind} {object_id!r}")
     write.change(kind, "deleted", object_id, owner)
     return write

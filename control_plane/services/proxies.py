@@ -161,6 +161,7 @@ class ProxyService:
             raise Conflict(f"proxy {proxy.hostname!r} already exists")
         write = ConfigWrite()
         write.put(store.proxies(), proxy.hostname, proxy)
+        write.about(store.proxies(), proxy.hostname, f"proxy {proxy.hostname!r}")
         write.change("proxy", "created", proxy.hostname, proxy.owner)
         return write
 
@@ -226,6 +227,7 @@ class ProxyService:
             result[:] = [new]
             write = ConfigWrite()
             write.put(store.proxies(), name, new)
+            write.about(store.proxies(), name, f"proxy {name!r}")
             write.change("proxy", "updated", name, current.owner)
             return write
 

@@ -131,6 +131,7 @@ class RouteService:
             await _check_references(reader, principal, route)
             write = ConfigWrite()
             write.put(store.routes(), route.id, route)
+            write.about(store.routes(), route.id, f"route {route.id!r}")
             write.change("route", "created", route.id, route.owner)
             return write
 
@@ -157,6 +158,7 @@ class RouteService:
             result[:] = [new]
             write = ConfigWrite()
             write.put(store.routes(), route_id, new)
+            write.about(store.routes(), route_id, f"route {route_id!r}")
             write.change("route", "updated", route_id, current.owner)
             return write
 

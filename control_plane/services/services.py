@@ -97,10 +97,14 @@ class ServiceManager:
         ]
 
     async def get(self, principal: Principal, name: str) -> ServiceView:
+        return (await self.get_with_record(principal, name))[1]
+
+    async def get_with_record(self, principal: Principal, name: str) -> tuple[ServiceRecord, ServiceView]:
+        """The stored record (for the API's ETag) and the view of it."""
         self._require_docker()
         reader = self._store.reader
         record = await read_owned(reader, principal, service_records(), "service", name)
-        return await self._view(reader, record)
+        return record, await self._view(reader, record)
 
     async def _view(self, reader: Reader, record: ServiceRecord) -> ServiceView:
         endpoint = await reader.get(endpoints(), record.name)
@@ -147,6 +151,7 @@ class ServiceManager:
                 write.extend(await self._proxies.plan_create(reader, principal, proxy))
                 write.extend(_protection(body, proxy.hostname, proxy.owner))
             write.put(service_records(), record.name, record)
+            write.about(service_records(), record.name, f"service {record.name!r}")
             write.change("service", "created", record.name, record.owner)
             return write
 
@@ -289,6 +294,7 @@ class ServiceManager:
             if latest.generation != current.generation or latest.spec != current.spec:
                 raise Conflict(f"service {name!r} changed while this update was prepared; send it again")
             write = ConfigWrite()
+            write.about(service_records(), name, f"service {name!r}")
             if not changed:
                 return write
             await _update_port_allocations(reader, write, name, current.spec.ports, spec.ports)
@@ -332,6 +338,7 @@ class ServiceManager:
             result[:] = [new]
             write = ConfigWrite()
             write.put(service_records(), name, new)
+            write.about(service_records(), name, f"service {name!r}")
             write.change("service", "updated", name, current.owner)
             return write
 
@@ -352,6 +359,7 @@ class ServiceManager:
                 raise Conflict(in_use_refusal(name, users))
             write = ConfigWrite()
             await plan_service_removal(reader, write, record)
+            write.about(service_records(), name, f"service {name!r}")
             return write
 
         await self._store.transact(plan)

@@ -129,6 +129,7 @@ class TokenService:
             write = ConfigWrite()
             await _delegate_zones(reader, write, token, previous=[])
             write.put(store.tokens(), token.name, token)
+            write.about(store.tokens(), token.name, f"token {token.name!r}")
             write.put_token_hash(digest, token.name)
             write.change("token", "created", token.name, principal.owner)
             return write
@@ -142,7 +143,11 @@ class TokenService:
         return [TokenView.of(t) for t in sorted(visible, key=lambda t: t.name)]
 
     async def get(self, principal: Principal, name: str) -> TokenView:
-        return TokenView.of(await self._visible(self._store.reader, principal, name))
+        return TokenView.of(await self.record(principal, name))
+
+    async def record(self, principal: Principal, name: str) -> ApiToken:
+        """The stored token (its hash included: for the API's ETag, never for an answer body)."""
+        return await self._visible(self._store.reader, principal, name)
 
     async def update(self, principal: Principal, name: str, body: TokenUpdate) -> TokenView:
         updated: list[ApiToken] = []
@@ -164,6 +169,7 @@ class TokenService:
             write = ConfigWrite()
             await _delegate_zones(reader, write, new, previous=current.zones)
             write.put(store.tokens(), name, new)
+            write.about(store.tokens(), name, f"token {name!r}")
             write.change("token", "updated", name, current.created_by)
             return write
 
@@ -179,6 +185,7 @@ class TokenService:
             for zone in current.zones:
                 write.delete(store.token_zones(), zone)
             write.delete(store.tokens(), name)
+            write.about(store.tokens(), name, f"token {name!r}")
             write.delete_token_hash(current.token_sha256)
             write.change("token", "deleted", name, current.created_by)
             return write

@@ -235,6 +235,8 @@ def check(row: Row, column: str, expected: str, response: httpx.Response, world:
     assert response.status_code in (200, 201, 202, 204), where
     if expected in ("all", "own"):
         items = response.json()
+        if isinstance(items, dict) and "next_cursor" in items:
+            items = items["items"]  # a page of a log search
         assert isinstance(items, list), where
         owners = {_owner_of(item) for item in items}
         if expected == "own":

@@ -1,0 +1,255 @@
+"""ETag / If-Match on the management API, end to end over the real app and Redis: for each object kind with
+writes, a GET's ETag lets the write through and comes back changed, a stale one is refused with 412 and
+leaves the object as it was, `*` matches any existing object, and no If-Match keeps the old behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import ADMIN, bearer, create_token
+
+PROXIES = "/api/v1/proxy/targets/"
+HOST = "etag.example.com"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One object kind: how to create it, where it lives, and a change to write (PUT or PATCH body)."""
+
+    name: str
+    create: Callable[[httpx.AsyncClient], Awaitable[None]]
+    url: str
+    method: str
+    change: Callable[[int], dict[str, Any]]
+    field: str  # a field of the GET answer that the change sets to the number it was given
+    can_delete: bool = True
+
+
+async def _proxy(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        PROXIES,
+        json={"hostname": HOST, "target_url": "http://127.0.0.1:9", "enable_https": False},
+        headers=ADMIN,
+    )
+    assert response.status_code == 201, response.text
+
+
+async def _route(api: httpx.AsyncClient) -> None:
+    body = {"id": "r-etag", "path_pattern": "/api", "target_url": "http://127.0.0.1:9"}
+    response = await api.post("/api/v1/routes/", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+
+
+async def _token(api: httpx.AsyncClient) -> None:
+    await create_token(api, "etag-tenant")
+
+
+async def _auth(api: httpx.AsyncClient) -> None:
+    await _proxy(api)
+    response = await api.put(f"{PROXIES}{HOST}/auth", json={"allowed_users": ["alice"]}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+
+
+async def _resource(api: httpx.AsyncClient) -> None:
+    await _proxy(api)
+    response = await api.put(f"{PROXIES}{HOST}/resource", json={"path": "/mcp"}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+
+
+async def _external(api: httpx.AsyncClient) -> None:
+    body = {"name": "billing", "url": "http://127.0.0.1:9/v1"}
+    response = await api.post("/api/v1/services/external/", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+
+
+KINDS = [
+    Kind(
+        "proxy",
+        _proxy,
+        PROXIES + HOST,
+        "PATCH",
+        lambda n: {"read_timeout_seconds": n},
+        "read_timeout_seconds",
+    ),
+    Kind(
+        "proxy-put",
+        _proxy,
+        PROXIES + HOST,
+        "PUT",
+        lambda n: {"target_url": "http://127.0.0.1:9", "read_timeout_seconds": n, "enable_https": False},
+        "read_timeout_seconds",
+    ),
+    Kind(
+        "route",
+        _route,
+        "/api/v1/routes/r-etag",
+        "PUT",
+        lambda n: {"path_pattern": "/api", "target_url": "http://127.0.0.1:9", "priority": n},
+        "priority",
+    ),
+    Kind(
+        "token",
+        _token,
+        "/api/v1/tokens/etag-tenant",
+        "PUT",
+        lambda n: {"cert_email": f"ops{n}@example.com"},
+        "cert_email",
+    ),
+    Kind(
+        "auth",
+        _auth,
+        f"{PROXIES}{HOST}/auth",
+        "PUT",
+        lambda n: {"allowed_users": [f"user{n}"]},
+        "allowed_users",
+    ),
+    Kind(
+        "resource",
+        _resource,
+        f"{PROXIES}{HOST}/resource",
+        "PUT",
+        lambda n: {"path": "/mcp", "resource_name": f"tools {n}"},
+        "resource_name",
+        can_delete=False,
+    ),
+    Kind(
+        "external-service",
+        _external,
+        "/api/v1/services/external/billing",
+        "PUT",
+        lambda n: {"url": f"http://127.0.0.1:9/v{n}"},
+        "url",
+    ),
+]
+
+
+def _expected(kind: Kind, n: int) -> Any:
+    return kind.change(n)[kind.field]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+async def test_a_stale_if_match_is_refused_and_a_fresh_one_passes(api: httpx.AsyncClient, kind: Kind) -> None:
+    await kind.create(api)
+    first = await api.get(kind.url, headers=ADMIN)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) == 66  # strong, sha256
+
+    # Someone else writes in between (no If-Match: today's behaviour).
+    other = await api.request(kind.method, kind.url, json=kind.change(1), headers=ADMIN)
+    assert other.status_code == 200, other.text
+    moved = other.headers["etag"]
+    assert moved != etag
+
+    stale = await api.request(kind.method, kind.url, json=kind.change(2), headers={**ADMIN, "If-Match": etag})
+    assert stale.status_code == 412, stale.text
+    assert "changed by someone else" in stale.json()["detail"]
+    after = await api.get(kind.url, headers=ADMIN)
+    assert after.json()[kind.field] == _expected(kind, 1)
+    assert after.headers["etag"] == moved  # the write answer's ETag is what a GET now says
+
+    fresh = await api.request(
+        kind.method, kind.url, json=kind.change(3), headers={**ADMIN, "If-Match": moved}
+    )
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()[kind.field] == _expected(kind, 3)
+    assert (await api.get(kind.url, headers=ADMIN)).headers["etag"] == fresh.headers["etag"] != moved
+
+    anything = await api.request(
+        kind.method, kind.url, json=kind.change(4), headers={**ADMIN, "If-Match": "*"}
+    )
+    assert anything.status_code == 200, anything.text
+    listed = await api.request(
+        kind.method,
+        kind.url,
+        json=kind.change(5),
+        headers={**ADMIN, "If-Match": f'"x", {anything.headers["etag"]}'},
+    )
+    assert listed.status_code == 200, listed.text
+
+    if kind.can_delete:
+        current = (await api.get(kind.url, headers=ADMIN)).headers["etag"]
+        refused = await api.delete(kind.url, headers={**ADMIN, "If-Match": etag})
+        assert refused.status_code == 412
+        assert (await api.get(kind.url, headers=ADMIN)).status_code == 200
+        deleted = await api.delete(kind.url, headers={**ADMIN, "If-Match": current})
+        assert deleted.status_code == 204, deleted.text
+        assert (await api.get(kind.url, headers=ADMIN)).status_code == 404
+
+
+async def test_weak_and_garbage_tags_never_match(api: httpx.AsyncClient) -> None:
+    await _proxy(api)
+    etag = (await api.get(PROXIES + HOST, headers=ADMIN)).headers["etag"]
+    for value in (f"W/{etag}", "garbage", '""', etag.strip('"')):
+        response = await api.patch(
+            PROXIES + HOST, json={"enabled": False}, headers={**ADMIN, "If-Match": value}
+        )
+        assert response.status_code == 412, (value, response.text)
+    assert (await api.get(PROXIES + HOST, headers=ADMIN)).json()["enabled"] is True
+
+
+async def test_a_no_op_service_style_write_and_tenant_writes_carry_etags(api: httpx.AsyncClient) -> None:
+    """An ordinary token gets the same ETags on its own objects, and its writes answer with the new one."""
+    tenant = bearer(await create_token(api, "tenant"))
+    body = {"hostname": "t.example.com", "target_url": "https://93.184.215.14", "enable_https": False}
+    created = await api.post(PROXIES, json=body, headers=tenant)
+    assert created.status_code == 201, created.text
+    assert (
+        created.headers["etag"] == (await api.get(PROXIES + "t.example.com", headers=tenant)).headers["etag"]
+    )
+    put_token = await api.put("/api/v1/tokens/tenant", json={"cert_email": "a@example.com"}, headers=tenant)
+    assert (
+        put_token.headers["etag"] == (await api.get("/api/v1/tokens/tenant", headers=ADMIN)).headers["etag"]
+    )
+
+
+async def test_certificate_writes_honour_if_match(api: httpx.AsyncClient) -> None:
+    body = {"cert_name": "etag-cert", "domains": ["cert.example.com"], "environment": "staging"}
+    created = await api.post("/api/v1/certificates/", json=body, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    url = "/api/v1/certificates/etag-cert"
+    etag = (await api.get(url, headers=ADMIN)).headers["etag"]
+    assert created.headers["etag"] == etag
+    renewed = await api.post(url + "/renew", headers={**ADMIN, "If-Match": etag})
+    assert renewed.status_code == 202, renewed.text
+    assert renewed.headers["etag"] != etag
+    stale = await api.post(url + "/convert-to-production", headers={**ADMIN, "If-Match": etag})
+    assert stale.status_code == 412
+    assert (await api.get(url, headers=ADMIN)).json()["environment"] == "staging"
+    assert (await api.delete(url, headers={**ADMIN, "If-Match": etag})).status_code == 412
+    assert (await api.delete(url, headers={**ADMIN, "If-Match": renewed.headers["etag"]})).status_code == 204
+
+
+async def test_if_match_on_a_missing_object_is_404_and_a_refused_write_is_not_412(
+    api: httpx.AsyncClient,
+) -> None:
+    missing = await api.patch(
+        PROXIES + "nope.example.com", json={"enabled": False}, headers={**ADMIN, "If-Match": "*"}
+    )
+    assert missing.status_code == 404
+    await _proxy(api)
+    etag = (await api.get(PROXIES + HOST, headers=ADMIN)).headers["etag"]
+    bad = await api.patch(PROXIES + HOST, json={"no_such_field": 1}, headers={**ADMIN, "If-Match": etag})
+    assert bad.status_code == 422
+    assert (await api.get(PROXIES + HOST, headers=ADMIN)).headers["etag"] == etag
+
+
+async def test_concurrent_writes_with_the_same_etag_let_exactly_one_through(api: httpx.AsyncClient) -> None:
+    import asyncio
+
+    await _proxy(api)
+    etag = (await api.get(PROXIES + HOST, headers=ADMIN)).headers["etag"]
+    answers = await asyncio.gather(
+        *(
+            api.patch(
+                PROXIES + HOST, json={"read_timeout_seconds": 10 + i}, headers={**ADMIN, "If-Match": etag}
+            )
+            for i in range(6)
+        )
+    )
+    assert sorted(a.status_code for a in answers) == [200] + [412] * 5
