@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors
 
@@ -92,8 +93,9 @@ class McpCheck:
     mcp_name: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Forward:
+class Forward(NamedTuple):
+    """Per request, so a NamedTuple like dispatch's values (a frozen dataclass costs ~0.4 us more to make)."""
+
     headers: Headers
     asserted: AssertedIdentity
     mcp_check: McpCheck | None = None
