@@ -22,7 +22,9 @@ from data_plane.protocol.forwarding import AssertedIdentity
 
 from .token_verifier import KeySet
 
-MAX_REMEMBERED_FORWARDS = 4096
+# Per protected proxy. An entry holds its key's Authorization value (a token is ~1 KB), so a memo stays near
+# 1 MB at most; a client that walks more distinct paths than this only costs full decisions again.
+MAX_REMEMBERED_FORWARDS = 1024
 
 MemoKey = tuple[bytes, str, str, bytes]  # Authorization value, origin, normalised path, method
 
