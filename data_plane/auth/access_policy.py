@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from data_plane.protocol.request_target import normalise_prefix, under_prefix
 from shared.models import ProxyAuthConfig, ProxyResource
 
+from .forward_memo import ForwardMemo
 from .protected_resource import PRM_WELL_KNOWN
 from .token_verifier import Identity, TokenRequirements
 
@@ -51,6 +52,8 @@ class ProxyAccessPolicy:
     _identity_headers: dict[Identity, tuple[tuple[bytes, bytes], ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # The gate's Forward decisions for valid tokens under this policy (auth/forward_memo.py).
+    forwards: ForwardMemo = field(default_factory=ForwardMemo, init=False, repr=False, compare=False)
 
     @classmethod
     def compile(cls, config: ProxyAuthConfig, resource: ProxyResource | None) -> ProxyAccessPolicy:

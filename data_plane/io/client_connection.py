@@ -27,7 +27,12 @@ import h11
 
 from data_plane.acme_challenge import answer_challenge
 from data_plane.io.exchange import ClientAborted, ClientBadBody, ExchangeRecord
-from data_plane.io.h11_compat import awaiting_protocol_switch, end_request_without_body, header_pairs
+from data_plane.io.h11_compat import (
+    awaiting_protocol_switch,
+    end_request_without_body,
+    header_pairs,
+    trust_checked_head,
+)
 from data_plane.io.http_relay import relay_http
 from data_plane.io.protected_exchange import answer_gate, checked_body
 from data_plane.io.stream import ChannelClosed, ChannelTimeout, Link, Stream
@@ -271,6 +276,7 @@ class ClientConnection(Stream):
                     if rejected is not None:
                         self._refuse(rejected.status, rejected.reason)
                         return None
+                    trust_checked_head(parser)
                     try:
                         event = parser.next_event()
                     except h11.RemoteProtocolError as exc:

@@ -13,6 +13,7 @@ import os
 
 import h11
 
+from data_plane.protocol.answers import standard_reason
 from data_plane.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ async def handle_internal(
             ("content-length", str(len(body))),
             ("connection", "close"),
         ]
-        out = conn.send(h11.Response(status_code=status, headers=headers))
+        out = conn.send(h11.Response(status_code=status, headers=headers, reason=standard_reason(status)))
         if request.method != b"HEAD":
             out = (out or b"") + (conn.send(h11.Data(data=body)) or b"")
         out = (out or b"") + (conn.send(h11.EndOfMessage()) or b"")

@@ -123,6 +123,13 @@ class UpstreamConnection(Stream):
         if self.phase is not Phase.EXCHANGE or parser is None:
             self.phase = Phase.BROKEN
             return False
+        if self.bytes_received == 0:
+            # Closed without a byte of answer: a lost connection (ChannelClosed from next_events), not an
+            # invalid response. On a pooled connection that is the keep-alive race (the upstream closed it
+            # as our request went out), which http_relay may retry on a new connection.
+            self.phase = Phase.BROKEN
+            self._wake_reader()
+            return False
         try:
             events = parser.receive_eof()
         except UpstreamProtocolError as exc:

@@ -9,8 +9,12 @@ import tomllib
 from importlib.metadata import version
 
 import h11
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_plane.io import h11_compat
+from data_plane.protocol.request_head import check_head, find_head_end
 from tests.conftest import REPO_ROOT
 
 
@@ -61,3 +65,76 @@ def test_awaiting_protocol_switch_after_an_upgrade_request() -> None:
     plain, _ = _server_with(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     h11_compat.end_request_without_body(plain)
     assert not h11_compat.awaiting_protocol_switch(plain)
+
+
+def _parse(head: bytes, *, trusted: bool) -> tuple[str, object]:
+    """What a fresh server-side parser makes of `head`: ("request", its fields) or ("error", the class)."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(head)
+    if trusted:
+        h11_compat.trust_checked_head(conn)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        return "error", (type(exc), exc.error_status_hint)
+    assert type(event) is h11.Request
+    fields = (event.method, event.target, event.http_version, list(event.headers._full_items))
+    return "request", (fields, conn.their_state, conn.trailing_data)
+
+
+_TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VALUE_BYTES = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
+_TARGET_BYTES = bytes([*range(0x21, 0x7F), 0x80, 0xC3, 0xFF])
+
+HEADS = [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost:a\r\nAuthorization:   Bearer abc.def.ghi \t \r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Blank: \t \r\nX-Inner: a \t b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Colons: a:b::c\r\nX-Obs: caf\xc3\xa9\r\n\r\n",
+    b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",  # no Host: h11 refuses it
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two Hosts: h11 refuses it
+    b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",  # obs-text in the target: h11 refuses it
+]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_checked_head_reads_as_h11_reads_it(head: bytes) -> None:
+    assert check_head(head[: find_head_end(head)]) is None
+    assert _parse(head, trusted=True) == _parse(head, trusted=False)
+
+
+@st.composite
+def _checked_heads(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from([b"GET", b"POST", b"OPTIONS", b"DELETE", b"PATCH"]))
+    target = b"/" + draw(
+        st.binary(max_size=40).map(lambda b: bytes(_TARGET_BYTES[x % len(_TARGET_BYTES)] for x in b))
+    )
+    version = draw(st.sampled_from([b"1.0", b"1.1"]))
+    lines = [b"%s %s HTTP/%s" % (method, target, version)]
+    names = st.binary(min_size=1, max_size=12).map(
+        lambda b: bytes(_TOKEN_BYTES[x % len(_TOKEN_BYTES)] for x in b)
+    )
+    values = st.binary(max_size=300).map(lambda b: bytes(_VALUE_BYTES[x % len(_VALUE_BYTES)] for x in b))
+    fixed = st.sampled_from([b"Host", b"host", b"Content-Length", b"Authorization", b"Connection"])
+    for name, value in draw(st.lists(st.tuples(st.one_of(fixed, names), values), max_size=8)):
+        lines.append(name + b":" + value)
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_checked_heads())
+def test_generated_checked_heads_read_as_h11_reads_them(head: bytes) -> None:
+    """Every head the strict check lets through: the same request (or the same refusal) either way."""
+    if check_head(head) is not None:
+        return
+    assert _parse(head, trusted=True) == _parse(head, trusted=False)
+
+
+def test_trust_checked_head_leaves_a_parser_past_its_head_alone() -> None:
+    conn, _request = _server_with(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
+    h11_compat.trust_checked_head(conn)
+    assert conn.next_event() == h11.Data(data=b"ok")

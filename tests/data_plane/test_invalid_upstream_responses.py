@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -87,4 +88,8 @@ def test_an_invalid_response_is_a_502_and_its_connection_is_not_reused(
         conn.close()
     # The connection that carried the invalid response was closed by the proxy, and a new one served.
     assert upstream.connections_accepted == 2
-    assert upstream.connections_closed_by_peer >= 1
+    # The upstream's thread notices the proxy's close when it next runs (late on a busy machine).
+    deadline = time.monotonic() + 10
+    while upstream.connections_closed_by_peer < 1:
+        assert time.monotonic() < deadline, "the proxy never closed the connection that carried it"
+        time.sleep(0.02)

@@ -10,6 +10,7 @@ import pytest
 
 from deploy.local.processes import pid_alive
 from tests.data_plane.conftest import DataPlane
+from tests.data_plane.helpers import raw_exchange
 
 pytestmark = pytest.mark.proxy
 
@@ -41,6 +42,28 @@ def test_health_and_metrics(data_plane: DataPlane) -> None:
     assert 'mhp_requests_total{status="404"} 1.0' in metrics
     assert "mhp_open_connections" in metrics
     assert "mhp_config_version 0.0" in metrics
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status_line"),
+    [
+        (b"GET /health HTTP/1.1", b"HTTP/1.1 200 OK"),
+        (b"GET /metrics HTTP/1.1", b"HTTP/1.1 200 OK"),
+        (b"HEAD /health HTTP/1.1", b"HTTP/1.1 200 OK"),
+        (b"GET /nothing-here HTTP/1.1", b"HTTP/1.1 404 Not Found"),
+        (b"POST /health HTTP/1.1", b"HTTP/1.1 405 Method Not Allowed"),
+    ],
+)
+def test_internal_answers_carry_a_reason_phrase(
+    data_plane: DataPlane, request_line: bytes, status_line: bytes
+) -> None:
+    """Monitoring clients and people reading `curl -v` expect `200 OK`, not `200 ` with nothing after it."""
+    answer = raw_exchange(
+        data_plane,
+        request_line + b"\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        port=data_plane.internal_port,
+    )
+    assert answer.split(b"\r\n", 1)[0] == status_line
 
 
 def test_sigterm_stops_cleanly(data_plane: DataPlane) -> None:
