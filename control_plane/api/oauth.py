@@ -196,9 +196,10 @@ def build_router() -> APIRouter:
         ready = server.ready
         params = await _counted_form(request, "unknown")  # a form we cannot read counts under "unknown"
         authorization = request.headers.get("authorization")
-        grant_type = params.get("grant_type", "")
+        grant_type = "unknown"  # until the client is authenticated: a refused client counts under it
         try:
             client = await server.client_of(params, authorization)
+            grant_type = params.get("grant_type", "")
             answer = await ready.tokens.handle(client, params)
         except OAuthError as exc:
             request.app.state.metrics.count_grant(grant_type, exc.error)
