@@ -21,6 +21,7 @@ from .api import (
     error_handlers,
     health,
     index,
+    logs,
     oauth,
     oauth_clients,
     oauth_consents,
@@ -50,9 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.runtime.store, resolved, app.state.runtime.certificates
         )
         app.state.runtime.service_worker.start()
+        app.state.runtime.log_worker.start()
         try:
             yield
         finally:
+            await app.state.runtime.log_worker.stop()
             await app.state.runtime.service_worker.stop()
             if certificate_worker is not None:
                 await certificate_worker.stop()
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_consents.router)
     app.include_router(services.router)
     app.include_router(ports.router)
+    app.include_router(logs.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(

@@ -18,6 +18,8 @@ from .docker.controller import ServiceController
 from .docker.engine import Engine
 from .docker.worker import ServiceWorker
 from .edge.rate_limit import Limits, RateLimiter
+from .logs.service import RequestLogs
+from .logs.worker import LogWorker
 from .oauth.server import OAuthServer
 from .services.auth_config import AuthConfigService, delete_owned_auth_configs
 from .services.certificates import CertificateService, delete_owned_certificates
@@ -67,6 +69,8 @@ class Runtime:
     external_services: ExternalServices
     engine: Engine | None
     service_worker: ServiceWorker
+    request_logs: RequestLogs
+    log_worker: LogWorker
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
@@ -110,4 +114,6 @@ class Runtime:
             external_services=ExternalServices(store, targets=targets),
             engine=engine,
             service_worker=worker,
+            request_logs=RequestLogs(store, settings),
+            log_worker=LogWorker(redis, settings),
         )
