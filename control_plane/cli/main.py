@@ -6,6 +6,7 @@
     mhp cert   create|create-multi|list|show|status|renew|convert-to-production|delete
     mhp service create|list|show|update|delete|start|stop|restart|logs|stats, mhp service external ...
     mhp port   list|check|allocate|release
+    mhp logs   search|errors|slow|tail [-f]|stats   (log_commands.py)
     (mhp oauth ..., mhp proxy auth|resource ... and mhp resources: see auth_commands.py; services and
     ports: service_commands.py)
 
@@ -25,6 +26,7 @@ from urllib.parse import quote
 from . import render
 from .auth_commands import add_auth_commands
 from .client import ApiClient, CliError, resolve_endpoint
+from .log_commands import add_log_commands
 from .service_commands import add_port_commands, add_service_commands
 
 TOKENS = "/api/v1/tokens/"
@@ -328,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mhp", description="Manage mcp-http-proxy through its REST API.")
     _add_common(parser, top=True)
     groups = parser.add_subparsers(
-        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources,service,port}"
+        dest="group", required=True, metavar="{tokens,proxy,route,cert,oauth,resources,service,port,logs}"
     )
 
     def command(
@@ -421,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auth_commands(groups, proxy, command)
     add_service_commands(groups, command)
     add_port_commands(groups, command)
+    add_log_commands(groups, command)
     return parser
 
 

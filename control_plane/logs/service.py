@@ -26,7 +26,11 @@ class RequestLogs:
         self._redis: aioredis.Redis = store_.redis
         self._settings = settings
         self.searcher = LogSearch(self._redis, scan_limit=settings.LOG_SEARCH_SCAN_LIMIT)
-        self.aggregates = LogStats(self._redis)
+        self.aggregates = LogStats(
+            self._redis,
+            minute_retention_seconds=settings.LOG_MINUTE_AGGREGATE_RETENTION_SECONDS,
+            hour_retention_seconds=settings.LOG_HOUR_AGGREGATE_RETENTION_SECONDS,
+        )
         self.tail_slots = TailSlots(settings.LOG_TAIL_MAX_STREAMS)
 
     @property

@@ -75,13 +75,18 @@ def _top(rows: list[tuple[str, float]], top: int) -> list[dict[str, Any]]:
 
 
 class LogStats:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, minute_retention_seconds: int, hour_retention_seconds: int
+    ) -> None:
         self._redis = redis
+        self._retention = {"minute": minute_retention_seconds, "hour": hour_retention_seconds}
 
     async def stats(self, request: StatsRequest) -> dict[str, Any]:
         g = _SHORT[request.granularity]
         width = _SECONDS[request.granularity]
-        buckets = list(range(int(request.since // width), int(request.until // width) + 1))
+        # Nothing older than the aggregates' retention exists: a range reaching further back starts there.
+        since = max(request.since, request.until - self._retention[request.granularity] - width)
+        buckets = list(range(int(since // width), int(request.until // width) + 1))
         hosts = await self._hosts(request, g, buckets)
         if len(hosts) * len(buckets) > MAX_LOOKUPS:
             raise invalid(
@@ -143,7 +148,7 @@ class LogStats:
                 total[f"top_{dimension}s"] = _top(top_rows, request.top)
             proxies.append({"host": host, "totals": total, "buckets": bucket_rows})
         return {
-            "since": request.since,
+            "since": since,
             "until": request.until,
             "bucket": request.granularity,
             "bucket_seconds": width,

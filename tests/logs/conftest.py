@@ -17,7 +17,7 @@ from control_plane.app import create_app
 from shared import keys
 from shared.config import Settings
 from tests.conftest import LOOPBACK_TARGETS
-from tests.control_plane.conftest import ADMIN, bearer, create_token
+from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer, create_token, serving
 from tests.data_plane.backends import HttpBackend
 from tests.data_plane.conftest import DataPlane, start_data_plane
 from tests.harness.services import RedisServer
@@ -106,3 +106,58 @@ async def search(api: httpx.AsyncClient, headers: dict[str, str] = ADMIN, **para
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+@pytest.fixture
+def plane_pair(
+    request: pytest.FixtureRequest, redis_client: aioredis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[RunningControlPlane]:
+    """`python -m control_plane`; without its indexer (and ACME consumer) unless the test module sets
+    INDEXER = True, so that the only blocking stream reads on this Redis are live tails'."""
+    indexer = "true" if getattr(request.module, "INDEXER", False) else "false"
+    with serving(
+        redis_server,
+        tmp_path,
+        LOG_INDEXER_ENABLED=indexer,
+        ACME_WORKER_ENABLED="false",
+        LOG_SLOW_THRESHOLD_SECONDS=str(SLOW_THRESHOLD_SECONDS),
+    ) as cp:
+        yield cp
+
+
+@dataclass
+class World:
+    cp: RunningControlPlane
+    plane: DataPlane
+    alice: dict[str, str]
+    tokens: dict[str, str]
+
+
+@pytest.fixture
+async def world(
+    plane_pair: RunningControlPlane,
+    redis_client: aioredis.Redis,
+    redis_server: RedisServer,
+    backend: HttpBackend,
+    tmp_path: Path,
+) -> AsyncIterator[World]:
+    async with httpx.AsyncClient(base_url=plane_pair.url, timeout=10) as api:
+        headers, tokens = {}, {}
+        for name in ("alice", "bob"):
+            made = await api.post("/api/v1/tokens/", json={"name": name}, headers=ADMIN)
+            assert made.status_code == 201, made.text
+            tokens[name] = made.json()["token"]
+            headers[name] = bearer(tokens[name])
+            created = await api.post(
+                "/api/v1/proxy/targets/",
+                json={"hostname": f"{name}.test.localhost", "target_url": backend.url},
+                headers=headers[name],
+            )
+            assert created.status_code == 201, created.text
+    plane = start_data_plane(redis_server, tmp_path / "dp", {"ALLOWED_TARGET_CIDRS": LOOPBACK_TARGETS})
+    try:
+        version = int(await redis_client.get(keys.config_version()) or 0)
+        await asyncio.to_thread(plane.wait_for_version, version, 10.0)
+        yield World(plane_pair, plane, headers["alice"], tokens)
+    finally:
+        plane.service.stop()

@@ -74,7 +74,8 @@ async def drain(consumer: LogIndexer) -> None:
 
 async def totals(redis: aioredis.Redis, host: str = HOST) -> dict[str, object]:
     now = time.time()
-    answer = await LogStats(redis).stats(StatsRequest(now - 3600, now + 60, "hour", 5, host, None))
+    stats = LogStats(redis, minute_retention_seconds=86400, hour_retention_seconds=86400)
+    answer = await stats.stats(StatsRequest(now - 3600, now + 60, "hour", 5, host, None))
     if not answer["proxies"]:
         return {"requests": 0}
     result: dict[str, object] = answer["proxies"][0]["totals"]
