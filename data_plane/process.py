@@ -54,7 +54,9 @@ async def serve(
         limits=limits,
         redis=redis,
         metrics=metrics,
-        request_log=RequestLog(redis, on_drop=metrics.log_dropped_total.inc),
+        request_log=RequestLog(
+            redis, stream_maxlen=settings.LOG_RETENTION_MAX_ENTRIES, on_drop=metrics.log_dropped_total.inc
+        ),
         pool=UpstreamPool(
             loop,
             max_idle_per_origin=limits.upstream_max_idle_per_origin,
