@@ -310,7 +310,8 @@ def deployment_id() -> str:
 #     {mhp-log}:ix:<dimension>:<value>        zset  stream id -> ms of the id: entries of one proxy host
 #                                             (`host`), client IP (`ip`), user (`user`), OAuth client
 #                                             (`client`), MCP method (`mcp`), MCP tool (`tool`), status class
-#                                             (`class`, only 4xx and 5xx), upstream failure (`err`, value "1")
+#                                             (`class`, only 4xx and 5xx), host and class (`hclass`, value
+#                                             `<host>:5xx`), upstream failure (`err`, value "1")
 #     {mhp-log}:ix-keys                       set   every index key (what the trimmer walks)
 #     {mhp-log}:rid:<hour>                    hash  request id -> stream id, one per UTC hour
 #     {mhp-log}:agg:<m|h>:<host>:<bucket>     hash  counters of one proxy in one minute/hour bucket
@@ -319,6 +320,7 @@ def deployment_id() -> str:
 #     {mhp-log}:top:<path|user|tool>:<m|h>:<host>:<bucket>   zset value -> count (kept to LOG_TOP_KEEP)
 #     {mhp-log}:agg-hosts:<m|h>:<bucket>      set   hosts with traffic in that bucket (admin-wide stats)
 #     {mhp-log}:trim-lock                     string one replica's retention pass per interval
+#     {mhp-log}:scratch:<random>              zset  made and deleted inside one script call (stats)
 # Bucket numbers are Unix minutes / hours (UTC). Every aggregate key carries a TTL (its retention).
 
 LOG_INDEX_GROUP = "log-indexers"
@@ -362,3 +364,7 @@ def log_aggregate_hosts(granularity: str, bucket: int) -> str:
 
 def log_trim_lock() -> str:
     return f"{LOG_TAG}:trim-lock"
+
+
+def log_scratch(name: str) -> str:
+    return f"{LOG_TAG}:scratch:{name}"

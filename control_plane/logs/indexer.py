@@ -24,27 +24,39 @@ from redis.exceptions import NoScriptError, ResponseError
 from shared import keys
 
 from ..stream_consumer import consumer_name
-from .entries import latency_bucket, parse_entry, path_key, stream_id_ms
+from .entries import LATENCY_BOUNDS_MS
 
 log = logging.getLogger(__name__)
 
 TOP_KEEP: Final = 200  # members kept per top-N zset per bucket (the tail is approximate: see README)
-ENTRY_WIDTH: Final = 16
+PATH_KEY_CHARS: Final = 200
 
-# KEYS[1] the stream. ARGV: tag, group, minute TTL, hour TTL, top keep, request-id TTL, then ENTRY_WIDTH
-# values per entry: id, ms, host, ip, user, client, mcp method, mcp tool, status class digit, bytes in,
-# bytes out, latency us, histogram bucket, path key, request id, upstream-error flag. Returns how many
-# entries it counted.
+# The script reads the entries itself (XREADGROUP, or XRANGE for ids a claim took over), so an entry never
+# travels to Python and back: the indexer's cost is Redis's, one script call per batch.
+# KEYS[1] the stream. ARGV: tag, group, consumer, count, minute TTL, hour TTL, top keep, request-id TTL, then
+# (claim mode) the ids to index. Returns {entries read, entries counted, last id read}.
 # Key names are built here with the formats of shared/keys.py (tests check the two agree).
-INDEX_SCRIPT: Final = """
-local P = ARGV[1]
-local group = ARGV[2]
-local ttl = {m = tonumber(ARGV[3]), h = tonumber(ARGV[4])}
-local keep = tonumber(ARGV[5])
-local rid_ttl = tonumber(ARGV[6])
-local W = 16
+INDEX_SCRIPT: Final = (
+    "local BOUNDS = {"
+    + ", ".join(str(bound) for bound in LATENCY_BOUNDS_MS)
+    + "}\n"
+    + """local P, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ttl = {m = tonumber(ARGV[5]), h = tonumber(ARGV[6])}
+local keep = tonumber(ARGV[7])
+local rid_ttl = tonumber(ARGV[8])
+local rows, ids = {}, {}
+if #ARGV > 8 then
+  for i = 9, #ARGV do
+    ids[#ids + 1] = ARGV[i]
+    local found = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1)
+    if found[1] then rows[#rows + 1] = found[1] end
+  end
+else
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', KEYS[1], '>')
+  if reply and reply[1] then rows = reply[1][2] end
+  for _, row in ipairs(rows) do ids[#ids + 1] = row[1] end
+end
 local counted = 0
-local ids = {}
 local counters, uniques, tops, hosts, expiries, index_keys = {}, {}, {}, {}, {}, {}
 local function bump(t, key, field, n)
   local row = t[key]
@@ -63,14 +75,14 @@ local function index(dimension, value, ms, id)
     index_keys[key] = true
   end
 end
-for i = 7, #ARGV, W do
-  local id, ms, host, ip = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local user, client, mcp, tool = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  local class, bin, bout, latency = ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
-  local hbucket, path, rid, failed = ARGV[i + 12], ARGV[i + 13], ARGV[i + 14], ARGV[i + 15]
-  ids[#ids + 1] = id
-  local msn = tonumber(ms)
-  local hour = math.floor(msn / 3600000)
+for _, row in ipairs(rows) do
+  local id, flat = row[1], row[2]
+  local e = {}
+  for j = 1, #flat, 2 do e[flat[j]] = flat[j + 1] end
+  local ms = tonumber(string.match(id, '^(%d+)'))
+  local host, ip, user = e.host or '', e.client_ip or '', e.user or ''
+  local rid = e.request_id or ''
+  local hour = math.floor(ms / 3600000)
   local fresh = true
   if rid ~= '' then
     local rkey = P .. ':rid:' .. hour
@@ -84,22 +96,41 @@ for i = 7, #ARGV, W do
   if fresh and redis.call('ZADD', hkey, ms, id) == 1 then
     counted = counted + 1
     index_keys[hkey] = true
+    local status = tonumber(e.status) or 0
+    local class = tostring(math.floor(status / 100))
+    local tool = e.mcp_tool or ''
+    local failed = (e.upstream_error or '') ~= ''
+    if (status == 502 or status == 504) and (e.upstream or '') ~= '' then failed = true end
     index('ip', ip, ms, id)
     index('user', user, ms, id)
-    index('client', client, ms, id)
-    index('mcp', mcp, ms, id)
+    index('client', e.client_id or '', ms, id)
+    index('mcp', e.mcp_method or '', ms, id)
     index('tool', tool, ms, id)
-    if class == '4' or class == '5' then index('class', class .. 'xx', ms, id) end
-    if failed == '1' then index('err', '1', ms, id) end
-    local buckets = {m = math.floor(msn / 60000), h = hour}
+    if class == '4' or class == '5' then
+      index('class', class .. 'xx', ms, id)
+      index('hclass', host .. ':' .. class .. 'xx', ms, id)
+    end
+    if failed then index('err', '1', ms, id) end
+    local seconds = tonumber(e.duration_seconds) or 0
+    local latency_ms = seconds * 1000
+    local hbucket = #BOUNDS
+    for b = 1, #BOUNDS do
+      if latency_ms <= BOUNDS[b] then hbucket = b - 1; break end
+    end
+    local path = e.path or ''
+    local question = string.find(path, '?', 1, true)
+    if question then path = string.sub(path, 1, question - 1) end
+    path = string.sub(path, 1, PATH_CHARS)
+    if path == '' then path = '/' end
+    local buckets = {m = math.floor(ms / 60000), h = hour}
     for g, b in pairs(buckets) do
       local suffix = g .. ':' .. host .. ':' .. b
       local akey = P .. ':agg:' .. suffix
       bump(counters, akey, 'n', 1)
       bump(counters, akey, 's' .. class, 1)
-      bump(counters, akey, 'bin', tonumber(bin))
-      bump(counters, akey, 'bout', tonumber(bout))
-      bump(counters, akey, 'lat', tonumber(latency))
+      bump(counters, akey, 'bin', tonumber(e.bytes_in) or 0)
+      bump(counters, akey, 'bout', tonumber(e.bytes_out) or 0)
+      bump(counters, akey, 'lat', math.floor(seconds * 1000000))
       bump(counters, akey, 'h' .. hbucket, 1)
       expiries[akey] = ttl[g]
       if ip ~= '' then
@@ -140,35 +171,10 @@ if #names > 0 then chunked('SADD', P .. ':ix-keys', names) end
 for first = 1, #ids, 1000 do
   redis.call('XACK', KEYS[1], group, unpack(ids, first, math.min(first + 999, #ids)))
 end
-return counted
+return {#rows, counted, rows[#rows] and rows[#rows][1] or ''}
 """
+).replace("PATH_CHARS", str(PATH_KEY_CHARS))
 INDEX_SCRIPT_SHA1: Final = hashlib.sha1(INDEX_SCRIPT.encode()).hexdigest()
-
-
-def script_arguments(entries: list[tuple[str, dict[str, str]]]) -> list[str]:
-    """The per-entry ARGV values of INDEX_SCRIPT."""
-    out: list[str] = []
-    for entry_id, fields in entries:
-        entry = parse_entry(entry_id, fields)
-        out += (
-            entry_id,
-            str(stream_id_ms(entry_id)),
-            entry.host,
-            entry.client_ip,
-            entry.user,
-            entry.client_id,
-            entry.mcp_method,
-            entry.mcp_tool,
-            str(entry.status // 100),
-            str(entry.bytes_in),
-            str(entry.bytes_out),
-            str(int(entry.duration_seconds * 1_000_000)),
-            str(latency_bucket(entry.duration_seconds)),
-            path_key(entry.path) or "/",
-            entry.request_id,
-            "1" if entry.failed_upstream else "",
-        )
-    return out
 
 
 class LogIndexer:
@@ -191,6 +197,8 @@ class LogIndexer:
         self._head = [
             keys.LOG_TAG,
             self._group,
+            self.name,
+            str(batch_size),
             str(minute_ttl_seconds),
             str(hour_ttl_seconds),
             str(TOP_KEEP),
@@ -200,6 +208,7 @@ class LogIndexer:
         self._claim_idle_ms = int(claim_idle_seconds * 1000)
         self._block_ms = max(1, int(block_seconds * 1000))
         self._group_ready = False
+        self._last_seen = "$"
         self.counted = 0  # entries this consumer counted (a duplicate is read but not counted)
 
     async def ensure_group(self) -> None:
@@ -214,33 +223,43 @@ class LogIndexer:
         self._group_ready = True
 
     async def run_once(self, *, block: bool = True) -> int:
-        """Index reclaimed entries, then new ones (waiting up to block_seconds); returns how many it read."""
+        """Index entries taken over from a stopped consumer, then new ones; when there were none, wait up to
+        block_seconds for the stream to grow. Returns how many entries it read."""
         await self.ensure_group()
-        batch = await self._claim()
-        if len(batch) < self._batch_size:
-            response: Any = await self._redis.xreadgroup(
-                self._group,
-                self.name,
-                {self._stream: ">"},
-                count=self._batch_size - len(batch),
-                block=None if batch or not block else self._block_ms,
+        claimed = await self._claim()
+        read = await self.index_ids(claimed) if claimed else 0
+        new, counted, last = await self._run_script([])
+        self.counted += counted
+        if last:
+            self._last_seen = last
+        if read + new == 0 and block:
+            # The script cannot block; XREAD (outside the group, so it takes nothing) waits for the stream
+            # to grow past what this consumer last saw, then the next call reads through the group.
+            grown: Any = await self._redis.xread(
+                {self._stream: self._last_seen}, count=1, block=self._block_ms
             )
-            for _stream, entries in response or []:
-                batch.extend(entries)
-        if batch:
-            self.counted += await self.index(batch)
-        return len(batch)
+            for _stream, rows in grown or []:
+                self._last_seen = rows[-1][0]
+        return read + new
 
-    async def index(self, batch: list[tuple[str, dict[str, str]]]) -> int:
-        """Index and acknowledge `batch` in one script call; returns how many entries were new."""
-        argv = [*self._head, *script_arguments(batch)]
+    async def index_ids(self, ids: list[str]) -> int:
+        """Index (and acknowledge) these entries by id: a claim's, or a redelivery; returns how many were
+        read. Entries counted before count nothing."""
+        read, counted, _last = await self._run_script(ids)
+        self.counted += counted
+        return read
+
+    async def _run_script(self, ids: list[str]) -> tuple[int, int, str]:
+        argv = [*self._head, *ids]
         try:
-            counted = await self._redis.evalsha(INDEX_SCRIPT_SHA1, 1, self._stream, *argv)  # type: ignore[misc]
+            reply: Any = await self._redis.evalsha(INDEX_SCRIPT_SHA1, 1, self._stream, *argv)  # type: ignore[misc]
         except NoScriptError:
-            counted = await self._redis.eval(INDEX_SCRIPT, 1, self._stream, *argv)  # type: ignore[misc]
-        return int(counted)
+            reply = await self._redis.eval(INDEX_SCRIPT, 1, self._stream, *argv)  # type: ignore[misc]
+        return int(reply[0]), int(reply[1]), str(reply[2])
 
-    async def _claim(self) -> list[tuple[str, dict[str, str]]]:
+    async def _claim(self) -> list[str]:
+        """Ids of entries a stopped consumer left pending for claim_idle_seconds, now this consumer's (the
+        script acknowledges ids whose entries were trimmed meanwhile)."""
         result: Any = await self._redis.xautoclaim(
             self._stream,
             self._group,
@@ -248,17 +267,10 @@ class LogIndexer:
             min_idle_time=self._claim_idle_ms,
             start_id="0-0",
             count=self._batch_size,
+            justid=True,
         )
-        claimed = result[1] if result else []
-        out: list[tuple[str, dict[str, str]]] = []
-        trimmed: list[str] = []
-        for entry_id, fields in claimed:
-            if fields is None:  # trimmed from the stream while pending: nothing left to index
-                trimmed.append(entry_id)
-            else:
-                out.append((entry_id, fields))
-        if trimmed:
-            await self._redis.xack(self._stream, self._group, *trimmed)
-        if out:
-            log.warning("took over %d request-log entries from a consumer that stopped", len(out))
-        return out
+        # With JUSTID redis-py answers the list of ids alone.
+        claimed = [str(entry_id) for entry_id in result or []]
+        if claimed:
+            log.warning("took over %d request-log entries from a consumer that stopped", len(claimed))
+        return claimed

@@ -195,9 +195,14 @@ class LogFilter:
             if value is not None:
                 choices.append([(dimension, value)])
         if self.status is not None and self.status.class_digit in (4, 5):
-            choices.append([("class", f"{self.status.class_digit}xx")])
+            klass = f"{self.status.class_digit}xx"
+            choices.append([("class", klass)])
+            if self.host is not None:
+                choices.append([("hclass", f"{self.host}:{klass}")])
         if self.upstream_error:
             choices.append([("err", "1")])
         elif self.errors:
             choices.append([("class", "5xx"), ("err", "1")])
+            if self.host is not None:
+                choices.append([("hclass", f"{self.host}:5xx"), ("err", "1")])
         return choices

@@ -65,6 +65,11 @@ def _format(key: Key) -> str:
     return f"{key[0]}-{key[1]}"
 
 
+def _grow(chunk: int) -> int:
+    """Reads start at the page size (most pages fill at once) and grow while a filter keeps missing."""
+    return min(chunk * 4, CHUNK)
+
+
 async def _stream_entries(
     redis: aioredis.Redis, upper: str, lower: str, chunk: int
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
@@ -77,6 +82,7 @@ async def _stream_entries(
         if len(rows) < chunk:
             return
         upper = "(" + rows[-1][0]
+        chunk = _grow(chunk)
 
 
 async def _index_ids(
@@ -101,6 +107,64 @@ async def _index_ids(
         if not full:
             return
         upper = f"({last_ms}"
+        chunk = _grow(chunk)
+
+
+# KEYS[1] the driving index, then the keys of the other filters' indexes. ARGV: max, min, chunk, then the
+# number of keys of each other filter (a filter matches when any of its keys holds the id). One chunk of the
+# driver (extended to its last millisecond), probed with ZSCORE inside Redis: only ids that every filter's
+# index holds come back, and the last score read when there may be more.
+PROBE_SCRIPT = """
+local chunk = tonumber(ARGV[3])
+local rows = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2], 'WITHSCORES', 'LIMIT', 0, chunk)
+local full = #rows == 2 * chunk
+local last = rows[#rows]
+local members = {}
+for i = 1, #rows, 2 do
+  if not full or rows[i + 1] ~= last then members[#members + 1] = rows[i] end
+end
+if full then
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], last, last)) do
+    members[#members + 1] = member
+  end
+end
+local groups, position = {}, 2
+for g = 4, #ARGV do
+  local group = {}
+  for i = 1, tonumber(ARGV[g]) do group[i] = KEYS[position]; position = position + 1 end
+  groups[#groups + 1] = group
+end
+local out = {}
+for _, member in ipairs(members) do
+  local keep = true
+  for _, group in ipairs(groups) do
+    local any = false
+    for _, key in ipairs(group) do
+      if redis.call('ZSCORE', key, member) then any = true; break end
+    end
+    if not any then keep = false; break end
+  end
+  if keep then out[#out + 1] = member end
+end
+return {out, full and last or ''}
+"""
+
+
+async def _probed_ids(
+    probe: Any, driver: str, others: list[list[str]], max_ms: int, min_ms: int, chunk: int
+) -> AsyncIterator[str]:
+    """Ids of `driver` (newest first) that every group of `others` holds too."""
+    keys_ = [driver, *(key for group in others for key in group)]
+    sizes = [len(group) for group in others]
+    upper: str = str(max_ms)
+    while True:
+        matched, last = await probe(keys=keys_, args=[upper, min_ms, chunk, *sizes])
+        for member in sorted((str(m) for m in matched), key=stream_id_key, reverse=True):
+            yield member
+        if not last:
+            return
+        upper = f"({last}"
+        chunk = _grow(chunk)
 
 
 async def _merged(sources: list[AsyncIterator[str]]) -> AsyncIterator[str]:
@@ -138,6 +202,7 @@ class LogSearch:
     def __init__(self, redis: aioredis.Redis, *, scan_limit: int) -> None:
         self._redis = redis
         self._scan_limit = scan_limit
+        self._probe = redis.register_script(PROBE_SCRIPT)
 
     async def search(self, query: LogFilter, *, limit: int, cursor: str | None = None) -> SearchPage:
         since_ms = int(query.since * 1000)
@@ -150,15 +215,17 @@ class LogSearch:
             return SearchPage([], None, 0, False, "stream")
         collector = _Collector(query, limit, self._scan_limit)
         frontier = await index_frontier(self._redis)
-        choice = await self._choose_index(query, since_ms, upper[0])
+        choice = await self._choose_index(query, since_ms, upper[0], limit + 1)
         if choice is None or frontier is None:
             # The stream is the index: one pass over the whole range.
-            await collector.take_entries(_stream_entries(self._redis, _format(upper), str(since_ms), CHUNK))
+            await collector.take_entries(
+                _stream_entries(self._redis, _format(upper), str(since_ms), min(limit + 1, CHUNK))
+            )
             return collector.page("stream")
         # 1. Not yet indexed: read from the stream.
         if upper >= frontier:
             await collector.take_entries(
-                _stream_entries(self._redis, _format(upper), _format(frontier), CHUNK)
+                _stream_entries(self._redis, _format(upper), _format(frontier), min(limit + 1, CHUNK))
             )
             if collector.done:
                 return collector.page(choice[0])
@@ -170,7 +237,9 @@ class LogSearch:
         await collector.take_ids(self._redis, _bounded(ids(upper[0]), upper))
         return collector.page(name)
 
-    async def _choose_index(self, query: LogFilter, since_ms: int, until_ms: int) -> tuple[str, Any] | None:
+    async def _choose_index(
+        self, query: LogFilter, since_ms: int, until_ms: int, first_chunk: int
+    ) -> tuple[str, Any] | None:
         redis = self._redis
         if query.request_id is not None:
             hours = range(since_ms // 3_600_000, until_ms // 3_600_000 + 1)
@@ -194,11 +263,22 @@ class LogSearch:
         for choice in choices:
             sizes.append(sum(counts[position : position + len(choice)]))
             position += len(choice)
-        best = choices[sizes.index(min(sizes))]
+        best_index = sizes.index(min(sizes))
+        best = choices[best_index]
+        others = [
+            [keys.log_index(dimension, value) for dimension, value in choice]
+            for number, choice in enumerate(choices)
+            if number != best_index
+        ]
+        chunk = min(first_chunk, CHUNK)
+        probe = self._probe
 
         def by_index(upper_ms: int) -> AsyncIterator[str]:
+            if len(best) == 1 and others:
+                # Several filters with indexes: the smallest drives, Redis checks the others' membership.
+                return _probed_ids(probe, keys.log_index(*best[0]), others, upper_ms, since_ms, chunk)
             sources = [
-                _index_ids(redis, keys.log_index(dimension, value), upper_ms, since_ms, CHUNK)
+                _index_ids(redis, keys.log_index(dimension, value), upper_ms, since_ms, chunk)
                 for dimension, value in best
             ]
             return sources[0] if len(sources) == 1 else _merged(sources)
@@ -258,12 +338,14 @@ class _Collector:
 
     async def take_ids(self, redis: aioredis.Redis, ids: AsyncIterator[str]) -> None:
         batch: list[str] = []
+        size = min(self._limit + 1, CHUNK)
         async for entry_id in ids:
             batch.append(entry_id)
-            if len(batch) >= CHUNK:
+            if len(batch) >= size:
                 if not await self._take_batch(redis, batch):
                     return
                 batch = []
+                size = _grow(size)
         if batch:
             await self._take_batch(redis, batch)
 

@@ -4,11 +4,13 @@ unique client IPs and users (HyperLogLog, about 0.8% standard error) and top pat
 (each bucket keeps its TOP_KEEP most frequent values, so a long tail of rare values is approximate).
 
 Buckets are aligned to UTC minutes/hours; every bucket that overlaps the range is reported whole. Only
-buckets with traffic are listed. One pipeline answers a request.
+buckets with traffic are listed; per-bucket top lists only when one host is asked for (the totals of the
+range always carry them). Two pipelined round trips answer a request.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,12 +76,28 @@ def _top(rows: list[tuple[str, float]], top: int) -> list[dict[str, Any]]:
     return [{"value": value, "count": int(count)} for value, count in ordered]
 
 
+# KEYS: the per-bucket top zsets of one dimension. ARGV[1] a scratch key (same slot), ARGV[2] how many.
+# The union is summed in Redis and only its top comes back (a day of buckets holds thousands of values).
+TOP_OF_UNION_SCRIPT = """
+redis.call('ZUNIONSTORE', ARGV[1], #KEYS, unpack(KEYS))
+local top = redis.call('ZREVRANGE', ARGV[1], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+redis.call('DEL', ARGV[1])
+return top
+"""
+
+
+def _pairs(flat: list[Any]) -> list[tuple[str, float]]:
+    return [(str(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+
 class LogStats:
     def __init__(
         self, redis: aioredis.Redis, *, minute_retention_seconds: int, hour_retention_seconds: int
     ) -> None:
         self._redis = redis
         self._retention = {"minute": minute_retention_seconds, "hour": hour_retention_seconds}
+        self._top_of_union = redis.register_script(TOP_OF_UNION_SCRIPT)
+        self._scratch = keys.log_scratch(secrets.token_hex(8))
 
     async def stats(self, request: StatsRequest) -> dict[str, Any]:
         g = _SHORT[request.granularity]
@@ -95,6 +113,9 @@ class LogStats:
                 "narrow the range, name a host, or use bucket=hour",
             )
         redis = self._redis
+        # Top lists per bucket only for one proxy; for many, the range totals carry them (thousands of
+        # small lists would cost more than everything else together).
+        bucket_tops = request.host is not None
         async with redis.pipeline(transaction=False) as pipe:
             for host in hosts:
                 for bucket in buckets:
@@ -114,7 +135,7 @@ class LogStats:
                 for bucket, _counters in filled:
                     pipe.pfcount(keys.log_unique_ips(g, host, bucket))
                     pipe.pfcount(keys.log_unique_users(g, host, bucket))
-                    for dimension in TOP_DIMENSIONS:
+                    for dimension in TOP_DIMENSIONS if bucket_tops else ():
                         pipe.zrevrange(
                             keys.log_top(dimension, g, host, bucket), 0, request.top - 1, withscores=True
                         )
@@ -122,7 +143,11 @@ class LogStats:
                 pipe.pfcount(*[keys.log_unique_ips(g, host, b) for b in numbers])
                 pipe.pfcount(*[keys.log_unique_users(g, host, b) for b in numbers])
                 for dimension in TOP_DIMENSIONS:
-                    pipe.zunion([keys.log_top(dimension, g, host, b) for b in numbers], withscores=True)
+                    await self._top_of_union(
+                        keys=[keys.log_top(dimension, g, host, b) for b in numbers],
+                        args=[self._scratch, request.top],
+                        client=pipe,
+                    )
             answers: list[Any] = await pipe.execute()
         proxies = []
         position = 0
@@ -130,19 +155,22 @@ class LogStats:
             bucket_rows = []
             totals: dict[str, int] = {}
             for bucket, counters in filled:
-                unique_ips, unique_users, *tops = answers[position : position + 2 + len(TOP_DIMENSIONS)]
-                position += 2 + len(TOP_DIMENSIONS)
+                width_of_row = 2 + (len(TOP_DIMENSIONS) if bucket_tops else 0)
+                unique_ips, unique_users, *tops = answers[position : position + width_of_row]
+                position += width_of_row
                 for name, value in counters.items():
                     totals[name] = totals.get(name, 0) + value
                 row = {
                     "start": bucket * width,
                     **_summary(counters, _histogram(counters), unique_ips, unique_users),
                 }
-                for dimension, top_rows in zip(TOP_DIMENSIONS, tops, strict=True):
-                    row[f"top_{dimension}s"] = _top(top_rows, request.top)
+                if bucket_tops:
+                    for dimension, top_rows in zip(TOP_DIMENSIONS, tops, strict=True):
+                        row[f"top_{dimension}s"] = _top(top_rows, request.top)
                 bucket_rows.append(row)
-            unique_ips, unique_users, *tops = answers[position : position + 2 + len(TOP_DIMENSIONS)]
+            unique_ips, unique_users, *flat_tops = answers[position : position + 2 + len(TOP_DIMENSIONS)]
             position += 2 + len(TOP_DIMENSIONS)
+            tops = [_pairs(flat) for flat in flat_tops]
             total = _summary(totals, _histogram(totals), unique_ips, unique_users)
             for dimension, top_rows in zip(TOP_DIMENSIONS, tops, strict=True):
                 total[f"top_{dimension}s"] = _top(top_rows, request.top)
