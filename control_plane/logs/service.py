@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from shared import keys
 from shared.config import Settings
@@ -15,7 +16,7 @@ from .. import store
 from ..errors import Forbidden
 from ..principal import Principal
 from .query import HostScope, LogFilter
-from .search import LogSearch, SearchPage, index_frontier
+from .search import LogSearch, SearchPage
 from .stats import LogStats, StatsRequest
 from .tail import TailSlots, tail_events
 
@@ -55,15 +56,20 @@ class RequestLogs:
         return await self.aggregates.stats(request)
 
     async def indexer_state(self) -> dict[str, Any]:
-        """How far the indexer is: entries of the stream not indexed yet (lag) and how many are pending."""
-        frontier = await index_frontier(self._redis)
-        length = await self._redis.xlen(keys.request_log_stream())
-        if frontier is None:
+        """How far the indexer is: entries not delivered to it yet (the group's lag, Redis 7) plus those
+        delivered and not acknowledged yet; read from XINFO, never by scanning."""
+        stream = keys.request_log_stream()
+        try:
+            length = int(await self._redis.xlen(stream))
+            groups: Any = await self._redis.xinfo_groups(stream)
+        except ResponseError:  # no stream yet
+            return {"running": False, "stream_entries": 0, "unindexed": 0}
+        group = next((g for g in groups if g.get("name") == keys.request_log_index_group()), None)
+        if group is None:
             return {"running": False, "stream_entries": length, "unindexed": length}
-        unindexed: Any = await self._redis.xrange(
-            keys.request_log_stream(), f"{frontier[0]}-{frontier[1]}", "+", count=10_001
-        )
-        return {"running": True, "stream_entries": length, "unindexed": len(unindexed)}
+        lag = group.get("lag")
+        unindexed = (int(lag) if lag is not None else length) + int(group.get("pending") or 0)
+        return {"running": True, "stream_entries": length, "unindexed": min(unindexed, length)}
 
     def tail(
         self,
