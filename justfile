@@ -20,8 +20,9 @@ bootstrap:
     @bash deploy/local/bootstrap.sh
 
 # Run Redis (embedded when REDIS_URL is empty), control plane and data plane in the foreground; Ctrl-C stops all
-up: bootstrap
-    exec "{{ python }}" -m deploy.local.supervisor up
+# (`just up -v` also prints one access line per request)
+up *args: bootstrap
+    exec "{{ python }}" -m deploy.local.supervisor up "$@"
 
 # Stop a running `just up` (from another terminal)
 down: bootstrap

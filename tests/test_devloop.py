@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -137,7 +138,9 @@ def _clean_environment() -> dict[str, str]:
 
 
 @pytest.fixture
-def up_run(tmp_path: Path) -> Iterator[UpRun]:
+def up_run(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[UpRun]:
+    """`just up`, with the arguments a test gives through indirect parametrisation (none by default)."""
+    up_args: list[str] = getattr(request, "param", [])
     # Every recipe bootstraps first; do it here so the timed part below measures `up`, not a pip install.
     subprocess.run(["bash", str(REPO_ROOT / "deploy/local/bootstrap.sh")], check=True, timeout=600)
     state_dir = tmp_path / "state"
@@ -165,7 +168,7 @@ def up_run(tmp_path: Path) -> Iterator[UpRun]:
     output = tmp_path / "up.out"
     with open(output, "wb") as sink:
         process = subprocess.Popen(
-            [_just(), "--justfile", str(REPO_ROOT / "justfile"), "up"],
+            [_just(), "--justfile", str(REPO_ROOT / "justfile"), "up", *up_args],
             cwd=REPO_ROOT,
             env=env,
             stdout=sink,
@@ -315,6 +318,25 @@ def test_just_up_serves_and_ctrl_c_leaves_no_process(up_run: UpRun) -> None:
     assert "killed by SIGTERM" not in up_run.output_text()
     assert not up_run.pids_file.exists()
     assert up_run.env_file.read_bytes() == env_before, "`just up` must never rewrite an existing env file"
+
+
+@pytest.mark.parametrize("up_run", [["-v"]], indirect=True)
+def test_just_up_v_prints_an_access_line_per_request(up_run: UpRun) -> None:
+    _wait_until_up(up_run)
+    pids = _wait_for_pids_file(up_run, ALL_PROCESSES | {"access"})
+    deadline = time.monotonic() + 20
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while "/seen/by/access 404" not in up_run.output_text() and time.monotonic() < deadline:
+            client.get(
+                f"http://127.0.0.1:{up_run.http_port}/seen/by/access", headers={"Host": "v.devloop.test"}
+            )
+            time.sleep(0.3)
+    lines = [line for line in up_run.output_text().splitlines() if re.match(r"access +\| ", line)]
+    assert any("v.devloop.test" in line and "/seen/by/access 404" in line for line in lines), lines
+    os.killpg(up_run.process.pid, signal.SIGINT)
+    up_run.process.wait(timeout=GONE_DEADLINE_SECONDS + 5)
+    _assert_all_gone(pids, up_run)
+    assert "access exited (" not in up_run.output_text(), up_run.output_text()[-3000:]
 
 
 def test_a_dying_child_stops_everything_and_fails(up_run: UpRun) -> None:

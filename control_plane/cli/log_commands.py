@@ -191,11 +191,11 @@ def _sse(chunks: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def logs_tail(api: ApiClient, args: argparse.Namespace) -> Any:
     args.printed = True
-    recent = _get(api, LOGS, _params(args, limit=args.lines))["items"][::-1]
+    recent = _get(api, LOGS, _params(args, limit=args.lines))["items"][::-1] if args.lines > 0 else []
     for entry in recent:
         print(json.dumps(entry) if args.json else _line(entry), flush=True)
     if not args.follow:
-        if not recent and not args.json:
+        if not recent and not args.json and args.lines > 0:
             render.note("no matching entries")
         return None
     params = _params(args)

@@ -392,7 +392,13 @@ async def _drain_pump(child: Child) -> None:
             await asyncio.wait_for(asyncio.shield(child.pump), 1.0)
 
 
-async def run_up(paths: StatePaths, out: TextIO) -> int:
+def access_log_child(python: str) -> ChildSpec:
+    """`just up -v`: one line per request, followed from the request log by `mhp logs tail -f` (it finds the
+    API and the admin token in the env file, as mhp always does)."""
+    return ChildSpec("access", (python, "-m", "control_plane.cli.main", "logs", "tail", "-f", "-n", "0"))
+
+
+async def run_up(paths: StatePaths, out: TextIO, *, access_log: bool = False) -> int:
     if ensure_env_file(paths.env_file):
         print(f"created {paths.env_file} with fresh secrets (ADMIN_TOKEN, REDIS_PASSWORD, keys)", file=out)
     os.environ[ENV_FILE_VARIABLE] = str(paths.env_file)
@@ -454,6 +460,8 @@ async def run_up(paths: StatePaths, out: TextIO) -> int:
         for spec in specs:
             await supervisor.start(spec, env)
         await supervisor.wait_healthy()
+        if access_log:
+            await supervisor.start(access_log_child(sys.executable), env)
         for text in banner_lines(settings, paths, embedded_redis=redis_child is not None):
             sink.line("supervisor", text)
         dead = await supervisor.wait_until_done()
@@ -520,11 +528,14 @@ def run_down(paths: StatePaths, timeout_seconds: float = 3 * STOP_GRACE_SECONDS)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="supervisor", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="up: also print one access line per request"
+    )
     args = parser.parse_args(argv)
     paths = state_paths()
     if args.command == "down":
         return run_down(paths)
-    return asyncio.run(run_up(paths, sys.stdout))
+    return asyncio.run(run_up(paths, sys.stdout, access_log=args.verbose))
 
 
 if __name__ == "__main__":
