@@ -1,9 +1,10 @@
-"""One request-log entry as the control plane reads it from the stream, and what the indexer derives from it.
+"""One request-log entry as the control plane reads it from the stream (search, tail), and the latency
+histogram every aggregate bucket keeps (the indexer's Lua script fills it; stats read percentiles from it).
 
-The data plane writes the fields of data_plane.request_log.RequestLogEntry (query values already redacted:
-the only place secrets could be is never stored). Optional fields (`user`, `client_id`, `mcp_method`,
-`mcp_tool`, `upstream_error`) are read when present and empty otherwise, so the indexer accepts entries of
-older and newer writers alike. Entries are ordered and addressed by their stream id (`<ms>-<seq>`).
+The data plane writes the fields of data_plane.request_log.RequestLogEntry (query-string values already
+redacted, so no secret reaches the stream). Optional fields (`user`, `client_id`, `mcp_method`, `mcp_tool`,
+`upstream_error`) are read when present and empty otherwise, so entries of older and newer writers read
+alike. Entries are ordered and addressed by their stream id (`<ms>-<seq>`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (
     30000,
     60000,
 )
-MAX_PATH_KEY_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,19 +113,6 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
     """Sortable form of a stream id (string order is wrong: `5-10` < `5-9`)."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def path_key(path: str) -> str:
-    """The path as top-paths counts it: no query string, bounded length."""
-    return path.partition("?")[0][:MAX_PATH_KEY_CHARS]
-
-
-def latency_bucket(duration_seconds: float) -> int:
-    ms = duration_seconds * 1000
-    for index, bound in enumerate(LATENCY_BOUNDS_MS):
-        if ms <= bound:
-            return index
-    return len(LATENCY_BOUNDS_MS)
 
 
 def percentile_ms(histogram: list[int], fraction: float) -> float | None:

@@ -4,8 +4,10 @@ per-minute / per-hour aggregates (layout in shared/keys.py).
 Every control-plane replica runs one consumer of LOG_INDEX_GROUP; XREADGROUP shares the entries out, and
 entries a stopped replica left pending are taken over with XAUTOCLAIM after `claim_idle_seconds`.
 
-A batch is one Lua script call (INDEX_SCRIPT) that indexes, aggregates and XACKs its entries atomically, so
-an entry is either indexed and acknowledged or neither. It is also idempotent by entry: an entry counts only
+A batch is one Lua script call (INDEX_SCRIPT) that reads its entries (XREADGROUP inside the script, or XRANGE
+for claimed ids), indexes, aggregates and XACKs them atomically, so an entry is either indexed and
+acknowledged or neither, and no entry travels to Python and back (Redis's core does the work: about 14,500
+entries per CPU-second, tests/bench/README.md). It is also idempotent by entry: an entry counts only
 when it is new to the request-id hash of its hour (HSETNX) and to its host's index (ZADD returns 1), checked
 and incremented in the same script, so an entry delivered twice (a retried batch, a claim racing a slow
 replica) never counts twice, and neither does a copy of an entry the data plane's at-least-once writer

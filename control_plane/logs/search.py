@@ -6,8 +6,9 @@ How a search finds entries (README "Observability" describes it for users):
    search never misses an entry only because the indexer is behind (or stopped).
 2. Below the frontier every entry is indexed. The search takes the filter's index with the fewest entries in
    the time range (ZCOUNT on each candidate; a union of keys, e.g. an ordinary token's own hosts, is merged
-   newest first) and reads the entries by id; without any usable index (the admin, no filter) the stream
-   itself is the time index.
+   newest first); with several indexed filters the smallest drives and PROBE_SCRIPT keeps, inside Redis,
+   only the ids every other filter's index holds; then it reads the entries by id. Without any usable
+   index (the admin, no filter) the stream itself is the time index.
 3. Every candidate goes through LogFilter.matches, whichever path produced it, so indexes change speed,
    never answers. An index entry whose stream entry was trimmed meanwhile is skipped.
 A search reads at most `scan_limit` candidates; when it stops there it answers with what it found,
