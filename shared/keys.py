@@ -320,7 +320,6 @@ def deployment_id() -> str:
 #     {mhp-log}:top:<path|user|tool>:<m|h>:<host>:<bucket>   zset value -> count (kept to LOG_TOP_KEEP)
 #     {mhp-log}:agg-hosts:<m|h>:<bucket>      set   hosts with traffic in that bucket (admin-wide stats)
 #     {mhp-log}:trim-lock                     string one replica's retention pass per interval
-#     {mhp-log}:scratch:<random>              zset  made and deleted inside one script call (stats)
 # Bucket numbers are Unix minutes / hours (UTC). Every aggregate key carries a TTL (its retention).
 
 LOG_INDEX_GROUP = "log-indexers"
@@ -364,7 +363,3 @@ def log_aggregate_hosts(granularity: str, bucket: int) -> str:
 
 def log_trim_lock() -> str:
     return f"{LOG_TAG}:trim-lock"
-
-
-def log_scratch(name: str) -> str:
-    return f"{LOG_TAG}:scratch:{name}"

@@ -1,7 +1,8 @@
 """Log stats from the indexer's aggregates: per proxy and per minute or hour bucket, requests, status
 classes, latency percentiles (from a fixed histogram, so approximate within a bucket's bounds), bytes,
 unique client IPs and users (HyperLogLog, about 0.8% standard error) and top paths, users and MCP tools
-(each bucket keeps its TOP_KEEP most frequent values, so a long tail of rare values is approximate).
+(each bucket keeps its TOP_KEEP most frequent values, and a range sums each bucket's top 4 x `top`, so
+rare values are approximate; the frequent ones are exact).
 
 Buckets are aligned to UTC minutes/hours; every bucket that overlaps the range is reported whole. Only
 buckets with traffic are listed; per-bucket top lists only when one host is asked for (the totals of the
@@ -10,7 +11,6 @@ range always carry them). Two pipelined round trips answer a request.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,14 +76,26 @@ def _top(rows: list[tuple[str, float]], top: int) -> list[dict[str, Any]]:
     return [{"value": value, "count": int(count)} for value, count in ordered]
 
 
-# KEYS: the per-bucket top zsets of one dimension. ARGV[1] a scratch key (same slot), ARGV[2] how many.
-# The union is summed in Redis and only its top comes back (a day of buckets holds thousands of values).
-TOP_OF_UNION_SCRIPT = """
-redis.call('ZUNIONSTORE', ARGV[1], #KEYS, unpack(KEYS))
-local top = redis.call('ZREVRANGE', ARGV[1], 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
-redis.call('DEL', ARGV[1])
-return top
+# KEYS: the per-bucket top zsets of one dimension. ARGV[1] how many, ARGV[2] how deep to read each bucket.
+# Sums each bucket's top ARGV[2] values in Redis and returns the top ARGV[1] (flat value, count pairs): exact
+# for every value that is within that depth in each bucket it appears in, which the frequent ones are.
+TOP_OF_BUCKETS_SCRIPT = """
+local sums = {}
+for _, key in ipairs(KEYS) do
+  local rows = redis.call('ZREVRANGE', key, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+  for i = 1, #rows, 2 do sums[rows[i]] = (sums[rows[i]] or 0) + tonumber(rows[i + 1]) end
+end
+local ordered = {}
+for value, count in pairs(sums) do ordered[#ordered + 1] = {value, count} end
+table.sort(ordered, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] < b[1]) end)
+local out = {}
+for i = 1, math.min(tonumber(ARGV[1]), #ordered) do
+  out[#out + 1] = ordered[i][1]
+  out[#out + 1] = tostring(ordered[i][2])
+end
+return out
 """
+TOP_DEPTH_FACTOR = 4
 
 
 def _pairs(flat: list[Any]) -> list[tuple[str, float]]:
@@ -96,8 +108,7 @@ class LogStats:
     ) -> None:
         self._redis = redis
         self._retention = {"minute": minute_retention_seconds, "hour": hour_retention_seconds}
-        self._top_of_union = redis.register_script(TOP_OF_UNION_SCRIPT)
-        self._scratch = keys.log_scratch(secrets.token_hex(8))
+        self._top_of_buckets = redis.register_script(TOP_OF_BUCKETS_SCRIPT)
 
     async def stats(self, request: StatsRequest) -> dict[str, Any]:
         g = _SHORT[request.granularity]
@@ -143,9 +154,9 @@ class LogStats:
                 pipe.pfcount(*[keys.log_unique_ips(g, host, b) for b in numbers])
                 pipe.pfcount(*[keys.log_unique_users(g, host, b) for b in numbers])
                 for dimension in TOP_DIMENSIONS:
-                    await self._top_of_union(
+                    await self._top_of_buckets(
                         keys=[keys.log_top(dimension, g, host, b) for b in numbers],
-                        args=[self._scratch, request.top],
+                        args=[request.top, request.top * TOP_DEPTH_FACTOR],
                         client=pipe,
                     )
             answers: list[Any] = await pipe.execute()
