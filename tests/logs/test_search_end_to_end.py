@@ -90,6 +90,13 @@ async def test_search_filters_over_indexed_entries(
     assert (await search(logs_api, host=tenants.alice_host))["index"] == "host"
     assert (await search(logs_api, status="4xx"))["index"] == "class"
     assert (await search(logs_api, client_ip="127.0.0.1", status="404"))["index"] in ("class", "ip")
+    # Several indexed filters: one index drives, Redis checks the others (the answers must not change).
+    assert await count(client_ip="127.0.0.1", status="404") == 2
+    assert await count(host=tenants.alice_host, status="5xx") == 1
+    assert await count(host=tenants.bob_host, status="4xx") == 0
+    assert await count(host=tenants.alice_host, errors="true") == 1
+    assert await count(tenants.alice, errors="true", client_ip="127.0.0.1") == 1
+    assert await count(tenants.bob, status="5xx") == 0
     assert (await search(logs_api))["index"] == "stream"
 
     found = await search(logs_api, request_id=logged["slow"])
