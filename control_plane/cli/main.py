@@ -423,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auth_commands(groups, proxy, command)
     add_service_commands(groups, command)
     add_port_commands(groups, command)
+    # `mhp logs ...`; other log kinds (oauth, audit) register into the group it returns.
     add_log_commands(groups, command)
     return parser
 
