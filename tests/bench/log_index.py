@@ -84,6 +84,34 @@ async def fill(redis: aioredis.Redis, entries: int, hosts: list[str], now: float
     return sample
 
 
+async def memory_by_family(redis: aioredis.Redis) -> dict[str, tuple[int, int]]:
+    """Key count and bytes per key family (`ix:ip`, `agg:m`, `requests`, ...)."""
+    families: dict[str, tuple[int, int]] = {}
+    batch: list[str] = []
+
+    async def measure() -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.memory_usage(key, samples=0)
+            sizes = await pipe.execute()
+        for key, size in zip(batch, sizes, strict=True):
+            parts = key.removeprefix(keys.LOG_TAG + ":").split(":")
+            family = ":".join(parts[:2]) if parts[0] in ("ix", "agg", "uip", "uus", "agg-hosts") else parts[0]
+            if parts[0] == "top":
+                family = ":".join(parts[:3])
+            count, total = families.get(family, (0, 0))
+            families[family] = (count + 1, total + int(size or 0))
+        batch.clear()
+
+    async for key in redis.scan_iter(count=2000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            await measure()
+    if batch:
+        await measure()
+    return families
+
+
 def cpu_seconds(info: dict[str, Any]) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
@@ -140,6 +168,10 @@ async def bench(args: argparse.Namespace) -> None:
             f"indexes+aggregates {(total_bytes - stream_bytes) * per_million:,.0f} MiB, "
             f"total {total_bytes * per_million:,.0f} MiB"
         )
+
+        print("memory by key family (MEMORY USAGE of every key):")
+        for family, (count, size) in sorted((await memory_by_family(redis)).items(), key=lambda i: -i[1][1]):
+            print(f"  {family:<16} {count:>9,} keys {size * per_million:>8,.1f} MiB per 1M entries")
 
         searcher = LogSearch(redis, scan_limit=20_000)
         rng = random.Random(7)
