@@ -309,7 +309,7 @@ def deployment_id() -> str:
 #     {mhp-log}:requests                      stream written by the data plane, read by LOG_INDEX_GROUP
 #     {mhp-log}:ix:<dimension>:<value>        zset  stream id -> ms of the id: entries of one proxy host
 #                                             (`host`), client IP (`ip`), user (`user`), OAuth client
-#                                             (`client`), MCP method (`mcp`), MCP tool (`tool`), status class
+#                                             (`client`), MCP tool (`tool`), status class
 #                                             (`class`, only 4xx and 5xx), host and class (`hclass`, value
 #                                             `<host>:5xx`), upstream failure (`err`, value "1")
 #     {mhp-log}:ix-keys                       set   every index key (what the trimmer walks)

@@ -106,7 +106,6 @@ for _, row in ipairs(rows) do
     index('ip', ip, ms, id)
     index('user', user, ms, id)
     index('client', e.client_id or '', ms, id)
-    index('mcp', e.mcp_method or '', ms, id)
     index('tool', tool, ms, id)
     if class == '4' or class == '5' then
       index('class', class .. 'xx', ms, id)

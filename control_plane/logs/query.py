@@ -189,7 +189,6 @@ class LogFilter:
             ("ip", self.client_ip),
             ("user", self.user),
             ("client", self.client_id),
-            ("mcp", self.mcp_method),
             ("tool", self.tool),
         ):
             if value is not None:
