@@ -40,6 +40,14 @@ logs-oauth *args: bootstrap
 logs-audit *args: bootstrap
     exec "{{ python }}" -m control_plane.cli.main logs audit "$@"
 
+# Follow the request log live, one line per request (`just logs-follow --host H --status 5xx`; filters: mhp logs tail -h)
+logs-follow *args: bootstrap
+    exec "{{ python }}" -m control_plane.cli.main logs tail -f "$@"
+
+# Request-log errors: 5xx answers and upstream failures (`just logs-errors --since 1d`)
+logs-errors *args: bootstrap
+    exec "{{ python }}" -m control_plane.cli.main logs errors "$@"
+
 # Follow the log of a Docker-managed service (`mhp service logs -f NAME`; the API from .env, as mhp reads it)
 logs-service name: bootstrap
     exec "{{ python }}" -m control_plane.cli.main service logs --follow "$1"

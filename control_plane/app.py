@@ -22,6 +22,7 @@ from .api import (
     error_handlers,
     health,
     index,
+    logs,
     oauth,
     oauth_clients,
     oauth_consents,
@@ -63,9 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if resolved.CP_METRICS_PORT:
             await metrics_listener.start(resolved.INTERNAL_HOST, resolved.CP_METRICS_PORT)
         app.state.metrics_listener = metrics_listener
+        app.state.runtime.log_worker.start()
         try:
             yield
         finally:
+            await app.state.runtime.log_worker.stop()
             await metrics_listener.close()
             await app.state.runtime.service_worker.stop()
             if certificate_worker is not None:
@@ -101,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(services.router)
     app.include_router(ports.router)
     app.include_router(workflows.router)
-    app.include_router(audit_logs.router)
+    app.include_router(audit_logs.router)  # before logs.router: /api/v1/logs/audit/ and /oauth/ are its
+    app.include_router(logs.router)
     # Middleware runs outermost-last-added: CORS (added by oauth.install) wraps the rate limit, so a browser
     # can read a 429; the rate limit runs before the body limit, which runs before any handler reads a byte.
     app.add_middleware(

@@ -19,6 +19,8 @@ from .docker.controller import ServiceController
 from .docker.engine import Engine
 from .docker.worker import ServiceWorker
 from .edge.rate_limit import Limits, RateLimiter
+from .logs.service import RequestLogs
+from .logs.worker import LogWorker
 from .oauth.server import OAuthServer
 from .services.auth_config import AuthConfigService, delete_owned_auth_configs
 from .services.certificates import CertificateService, delete_owned_certificates
@@ -71,6 +73,8 @@ class Runtime:
     service_worker: ServiceWorker
     workflows: WorkflowMonitor
     audit: AuditTrails
+    request_logs: RequestLogs
+    log_worker: LogWorker
 
     @classmethod
     def build(cls, settings: Settings, redis: aioredis.Redis) -> Runtime:
@@ -118,4 +122,6 @@ class Runtime:
             service_worker=worker,
             workflows=WorkflowMonitor(redis, store.reader, certificates, services),
             audit=audit,
+            request_logs=RequestLogs(store, settings),
+            log_worker=LogWorker(redis, settings),
         )

@@ -56,6 +56,7 @@ async def serve(
         metrics=metrics,
         request_log=RequestLog(
             redis,
+            stream_maxlen=settings.LOG_RETENTION_MAX_ENTRIES,
             max_backlog_bytes=settings.DP_LOG_BACKLOG_MAX_BYTES,
             max_backlog_age_seconds=settings.DP_LOG_BACKLOG_MAX_AGE_SECONDS,
             on_drop=metrics.log_dropped_total.inc,

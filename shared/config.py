@@ -145,6 +145,29 @@ class Settings(BaseSettings):
     DP_LOG_BACKLOG_MAX_BYTES: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
     DP_LOG_BACKLOG_MAX_AGE_SECONDS: float = Field(default=60.0, gt=0)
 
+    # Request log (data plane writes, control plane indexes; see control_plane/logs/)
+    # Entries older than this are trimmed from the stream, with their index entries
+    LOG_RETENTION_SECONDS: int = Field(default=7 * 86400, ge=60)
+    # At most this many entries are kept (the data plane trims to it on write, the trimmer too)
+    LOG_RETENTION_MAX_ENTRIES: int = Field(default=1_000_000, ge=1000)
+    # Per-minute aggregates live this long, per-hour ones LOG_HOUR_AGGREGATE_RETENTION_SECONDS
+    LOG_MINUTE_AGGREGATE_RETENTION_SECONDS: int = Field(default=2 * 86400, ge=3600)
+    LOG_HOUR_AGGREGATE_RETENTION_SECONDS: int = Field(default=35 * 86400, ge=86400)
+    # Seconds between retention passes (one replica per pass)
+    LOG_TRIM_INTERVAL_SECONDS: float = Field(default=60.0, gt=0)
+    # The indexer (a consumer group on the stream) runs in every control-plane replica unless turned off
+    LOG_INDEXER_ENABLED: bool = True
+    LOG_INDEXER_BATCH: int = Field(default=500, ge=1, le=10_000)
+    # Entries a stopped replica left unacknowledged this long are taken over (XAUTOCLAIM)
+    LOG_INDEXER_CLAIM_IDLE_SECONDS: float = Field(default=60.0, gt=0)
+    # `slow` in searches: requests that took at least this long
+    LOG_SLOW_THRESHOLD_SECONDS: float = Field(default=1.0, gt=0)
+    # Entries one search reads at most before answering with what it found and a cursor to go on
+    LOG_SEARCH_SCAN_LIMIT: int = Field(default=20_000, ge=100)
+    # A live tail (SSE) ends after this long (clients resume with `after`); at most this many per replica
+    LOG_TAIL_MAX_SECONDS: float = Field(default=300.0, gt=0)
+    LOG_TAIL_MAX_STREAMS: int = Field(default=32, ge=1)
+
     # Local dev loop: port of the private redis-server `just up` starts when REDIS_URL is empty
     EMBEDDED_REDIS_PORT: int = Field(default=6379, ge=1, le=65535)
 

@@ -334,3 +334,64 @@ def workflow_failures(stream: str) -> str:
 
 def workflow_dead_letters(stream: str) -> str:
     return f"{stream}:dead"
+
+
+# ---- Request-log indexes and aggregates (issue 12). All under LOG_TAG with the stream, so the indexer's
+# Lua script touches the stream's indexes and aggregates in one slot, atomically.
+#     {mhp-log}:requests                      stream written by the data plane, read by LOG_INDEX_GROUP
+#     {mhp-log}:ix:<dimension>:<value>        zset  stream id -> ms of the id: entries of one proxy host
+#                                             (`host`), client IP (`ip`), user (`user`), OAuth client
+#                                             (`client`), MCP tool (`tool`), status class
+#                                             (`class`, only 4xx and 5xx), host and class (`hclass`, value
+#                                             `<host>:5xx`), upstream failure (`err`, value "1")
+#     {mhp-log}:ix-keys                       set   every index key (what the trimmer walks)
+#     {mhp-log}:rid:<hour>                    hash  request id -> stream id, one per UTC hour
+#     {mhp-log}:agg:<m|h>:<host>:<bucket>     hash  counters of one proxy in one minute/hour bucket
+#     {mhp-log}:uip:<m|h>:<host>:<bucket>     HLL   client IPs of that bucket
+#     {mhp-log}:uus:<m|h>:<host>:<bucket>     HLL   users of that bucket
+#     {mhp-log}:top:<path|user|tool>:<m|h>:<host>:<bucket>   zset value -> count (kept to LOG_TOP_KEEP)
+#     {mhp-log}:agg-hosts:<m|h>:<bucket>      set   hosts with traffic in that bucket (admin-wide stats)
+#     {mhp-log}:trim-lock                     string one replica's retention pass per interval
+# Bucket numbers are Unix minutes / hours (UTC). Every aggregate key carries a TTL (its retention).
+
+LOG_INDEX_GROUP = "log-indexers"
+
+
+def request_log_index_group() -> str:
+    return LOG_INDEX_GROUP
+
+
+def log_index(dimension: str, value: str) -> str:
+    return f"{LOG_TAG}:ix:{dimension}:{value}"
+
+
+def log_index_keys() -> str:
+    return f"{LOG_TAG}:ix-keys"
+
+
+def log_request_ids(hour: int) -> str:
+    return f"{LOG_TAG}:rid:{hour}"
+
+
+def log_aggregate(granularity: str, host: str, bucket: int) -> str:
+    return f"{LOG_TAG}:agg:{granularity}:{host}:{bucket}"
+
+
+def log_unique_ips(granularity: str, host: str, bucket: int) -> str:
+    return f"{LOG_TAG}:uip:{granularity}:{host}:{bucket}"
+
+
+def log_unique_users(granularity: str, host: str, bucket: int) -> str:
+    return f"{LOG_TAG}:uus:{granularity}:{host}:{bucket}"
+
+
+def log_top(dimension: str, granularity: str, host: str, bucket: int) -> str:
+    return f"{LOG_TAG}:top:{dimension}:{granularity}:{host}:{bucket}"
+
+
+def log_aggregate_hosts(granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:agg-hosts:{granularity}:{bucket}"
+
+
+def log_trim_lock() -> str:
+    return f"{LOG_TAG}:trim-lock"

@@ -7,7 +7,7 @@
     mhp service create|list|show|update|delete|start|stop|restart|logs|stats, mhp service external ...
     mhp port   list|check|allocate|release
     mhp workflow list|retry|drop   (workflow_commands.py)
-    mhp logs   audit|oauth (audit trails: audit.py)
+    mhp logs   search|errors|slow|tail [-f]|stats   (log_commands.py), audit|oauth (audit trails: audit.py)
     (mhp oauth ..., mhp proxy auth|resource ... and mhp resources: see auth_commands.py; services and
     ports: service_commands.py)
 
@@ -28,6 +28,7 @@ from . import render
 from .audit import add_audit_log_commands
 from .auth_commands import add_auth_commands
 from .client import ApiClient, CliError, resolve_endpoint
+from .log_commands import add_log_commands
 from .service_commands import add_port_commands, add_service_commands
 from .workflow_commands import add_workflow_commands
 
@@ -428,8 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_service_commands(groups, command)
     add_port_commands(groups, command)
     add_workflow_commands(groups, command)
-    logs = groups.add_parser("logs", help="audit trails").add_subparsers(dest="action", required=True)
-    add_audit_log_commands(logs, command)
+    # `mhp logs ...`: request logs; the audit trails (oauth, audit) register into the same group.
+    add_audit_log_commands(add_log_commands(groups, command), command)
     return parser
 
 

@@ -218,6 +218,11 @@ def print_table(rows: list[dict[str, Any]], columns: list[Column]) -> None:
     _console().print(table)
 
 
+def print_rich_table(table: Table) -> None:
+    """Print a table a command built itself (`mhp logs`: columns and styles depend on the rows)."""
+    _console().print(table)
+
+
 def print_object(obj: dict[str, Any]) -> None:
     table = Table(box=None, show_header=False, show_edge=False, pad_edge=False)
     table.add_column("field", style="bold")

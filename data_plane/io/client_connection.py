@@ -367,6 +367,7 @@ class ClientConnection(Stream):
         if isinstance(decision, Relay):
             record.route_id = decision.route_id
             record.upstream = decision.upstream.url
+            record.user = decision.login
             body: bytes | None = None
             if decision.mcp_check is not None:
                 checked = await checked_body(self, request, decision, record)

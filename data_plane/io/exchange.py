@@ -51,6 +51,7 @@ class ExchangeRecord:
         "started",
         "status",
         "upstream",
+        "user",
     )
 
     def __init__(self, started: float, host: str, method: str, path: str, request_id: str) -> None:
@@ -64,6 +65,7 @@ class ExchangeRecord:
         self.bytes_out = 0
         self.upstream = ""
         self.route_id: str | None = None
+        self.user = ""  # the verified token's login (or subject) on a protected proxy
         self.finished = False
 
     def log_entry(self, client_ip: str) -> RequestLogEntry:
@@ -80,4 +82,5 @@ class ExchangeRecord:
             upstream=self.upstream,
             route_id=self.route_id or "",
             request_id=self.request_id,
+            user=self.user,
         )

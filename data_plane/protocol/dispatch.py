@@ -112,6 +112,7 @@ class Relay(NamedTuple):
     cors: ResponseCors | None
     mcp_check: McpCheck | None
     websocket: bool
+    login: str = ""  # who the request runs as (the gate's Forward.login), for the request log
 
 
 Decision = Reply | GateReply | AcmeLookup | Relay
@@ -167,6 +168,7 @@ def decide(
         return Reply(413, "request body too large", True)
     headers = request.headers
     asserted: AssertedIdentity | None = None
+    login = ""
     cors: ResponseCors | None = None
     check: McpCheck | None = None
     if policies and entry.hostname in policies:
@@ -183,6 +185,7 @@ def decide(
         )
         if type(gate) is Forward:
             headers, asserted, cors, check = gate.headers, gate.asserted, gate.cors, gate.mcp_check
+            login = gate.login
         elif type(gate) is ToAuthorizationServer:
             auth_entry = table.exact.get(auth_host)
             if auth_entry is None or not auth_entry.enabled:
@@ -193,4 +196,4 @@ def decide(
             return GateReply(gate, discard_body=close)
     upstream, route_id = select_upstream(entry, request.method.decode("ascii"), path)
     websocket = request.upgrade and is_websocket_upgrade(request.headers)
-    return Relay(entry, upstream, route_id, parsed.target, headers, asserted, cors, check, websocket)
+    return Relay(entry, upstream, route_id, parsed.target, headers, asserted, cors, check, websocket, login)

@@ -112,6 +112,8 @@ def auth_control_plane(
         # Client ID Metadata Documents come from the loopback HTTPS server above.
         OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS="true",
         SSL_CERT_FILE=str(documents.cert_path),
+        # A live log tail (/api/v1/logs/tail) ends at once, so generated requests never hang.
+        LOG_TAIL_MAX_SECONDS="0.01",
     )
     log_dir = tmp_path_factory.mktemp("auth_control_plane")
     env.update(
