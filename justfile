@@ -114,6 +114,10 @@ redis-cli *args: bootstrap
 bench *args: bootstrap
     "{{ python }}" -m tests.bench.run "$@"
 
+# Request-log index: indexer throughput, search and stats latency, Redis memory per million entries
+bench-logs *args: bootstrap
+    "{{ python }}" -m tests.bench.log_index "$@"
+
 # Config at scale: change-live latency with 10,000 proxies / 20,000 routes, concurrent creates, data-plane RSS
 bench-config *args: bootstrap
     "{{ python }}" -m tests.bench.config_scale "$@"

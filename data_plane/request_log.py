@@ -124,6 +124,9 @@ class RequestLogEntry:
     route_id: str
     request_id: str
     user: str = ""
+    client_id: str = ""  # the verified token's OAuth client, on a protected proxy
+    mcp_method: str = ""  # the request's Mcp-Method / Mcp-Name headers, as the auth gate checked them
+    mcp_tool: str = ""
 
     def to_stream_fields(self) -> dict[str, str]:
         """Stream fields, with the query string redacted (the only place an entry is serialised)."""
@@ -141,6 +144,9 @@ class RequestLogEntry:
             "route_id": self.route_id,
             "request_id": self.request_id,
             "user": self.user,
+            "client_id": self.client_id,
+            "mcp_method": self.mcp_method,
+            "mcp_tool": self.mcp_tool,
         }
 
     @classmethod
@@ -160,6 +166,9 @@ class RequestLogEntry:
             route_id=data["route_id"],
             request_id=data["request_id"],
             user=data.get("user", ""),
+            client_id=data.get("client_id", ""),
+            mcp_method=data.get("mcp_method", ""),
+            mcp_tool=data.get("mcp_tool", ""),
         )
 
 
@@ -209,6 +218,9 @@ class _XaddPacker:
             entry.route_id,
             entry.request_id,
             entry.user,
+            entry.client_id,
+            entry.mcp_method,
+            entry.mcp_tool,
         ):
             data = value.encode()
             values += (len(data), data)
@@ -296,7 +308,7 @@ DEFAULT_MAX_BACKLOG_AGE_SECONDS: Final = 60.0
 
 def entry_size_bytes(entry: RequestLogEntry) -> int:
     """The approximate memory an entry holds in the backlog (inlined in RequestLog.submit)."""
-    return ENTRY_OVERHEAD_BYTES + len(entry.path)
+    return ENTRY_OVERHEAD_BYTES + len(entry.path) + len(entry.mcp_tool)
 
 
 class RequestLog:

@@ -39,6 +39,7 @@ class RememberedForward:
     jti: str
     asserted: AssertedIdentity
     login: str
+    client_id: str
 
     def admits(self, keys: KeySet, issuer: str, revoked: Container[str], now: float) -> bool:
         """Whether the remembered decision still holds for a request at `now` (else: decide afresh)."""

@@ -101,6 +101,7 @@ class Forward(NamedTuple):
     mcp_check: McpCheck | None = None
     login: str = ""  # who the request runs as: a login, "client:<id>" for a machine, "" without a token
     cors: ResponseCors | None = None
+    client_id: str = ""  # the token's OAuth client ("" without a token), for the request log
 
 
 GateDecision = Answer | ToAuthorizationServer | Forward
@@ -202,6 +203,7 @@ def decide(
                     headers,
                     remembered.asserted,
                     remembered.login,
+                    remembered.client_id,
                     method,
                     mcp_method,
                     mcp_name,
@@ -261,10 +263,20 @@ def decide(
                 jti=identity.jti,
                 asserted=asserted,
                 login=login,
+                client_id=identity.client_id,
             ),
         )
     return _forward(
-        policy, headers, asserted, login, method, mcp_method, mcp_name, content_type, origin_header
+        policy,
+        headers,
+        asserted,
+        login,
+        identity.client_id,
+        method,
+        mcp_method,
+        mcp_name,
+        content_type,
+        origin_header,
     )
 
 
@@ -273,6 +285,7 @@ def _forward(
     headers: Headers,
     asserted: AssertedIdentity,
     login: str,
+    client_id: str,
     method: bytes,
     mcp_method: bytes | None,
     mcp_name: bytes | None,
@@ -291,7 +304,7 @@ def _forward(
             None if mcp_name is None else mcp_name.decode("latin-1"),
         )
     cors = None if origin_header is None else ResponseCors(_allow_origin(policy, origin_header))
-    return Forward(_upstream_headers(headers), asserted, check, login, cors)
+    return Forward(_upstream_headers(headers), asserted, check, login, cors, client_id)
 
 
 def _allow_origin(policy: ProxyAccessPolicy, origin_header: bytes) -> bytes:

@@ -368,8 +368,11 @@ class ClientConnection(Stream):
             record.route_id = decision.route_id
             record.upstream = decision.upstream.url
             record.user = decision.login
+            record.client_id = decision.client_id
             body: bytes | None = None
             if decision.mcp_check is not None:
+                record.mcp_method = decision.mcp_check.mcp_method or ""
+                record.mcp_tool = decision.mcp_check.mcp_name or ""
                 checked = await checked_body(self, request, decision, record)
                 if isinstance(checked, bool):
                     return checked

@@ -42,8 +42,11 @@ class ExchangeRecord:
     __slots__ = (
         "bytes_in",
         "bytes_out",
+        "client_id",
         "finished",
         "host",
+        "mcp_method",
+        "mcp_tool",
         "method",
         "path",
         "request_id",
@@ -66,6 +69,9 @@ class ExchangeRecord:
         self.upstream = ""
         self.route_id: str | None = None
         self.user = ""  # the verified token's login (or subject) on a protected proxy
+        self.client_id = ""  # and its OAuth client
+        self.mcp_method = ""  # the Mcp-Method / Mcp-Name headers the gate checked against the body
+        self.mcp_tool = ""
         self.finished = False
 
     def log_entry(self, client_ip: str) -> RequestLogEntry:
@@ -83,4 +89,7 @@ class ExchangeRecord:
             route_id=self.route_id or "",
             request_id=self.request_id,
             user=self.user,
+            client_id=self.client_id,
+            mcp_method=self.mcp_method,
+            mcp_tool=self.mcp_tool,
         )

@@ -113,6 +113,7 @@ class Relay(NamedTuple):
     mcp_check: McpCheck | None
     websocket: bool
     login: str = ""  # who the request runs as (the gate's Forward.login), for the request log
+    client_id: str = ""  # the token's OAuth client (Forward.client_id), for the request log
 
 
 Decision = Reply | GateReply | AcmeLookup | Relay
@@ -168,7 +169,7 @@ def decide(
         return Reply(413, "request body too large", True)
     headers = request.headers
     asserted: AssertedIdentity | None = None
-    login = ""
+    login = client_id = ""
     cors: ResponseCors | None = None
     check: McpCheck | None = None
     if policies and entry.hostname in policies:
@@ -185,7 +186,7 @@ def decide(
         )
         if type(gate) is Forward:
             headers, asserted, cors, check = gate.headers, gate.asserted, gate.cors, gate.mcp_check
-            login = gate.login
+            login, client_id = gate.login, gate.client_id
         elif type(gate) is ToAuthorizationServer:
             auth_entry = table.exact.get(auth_host)
             if auth_entry is None or not auth_entry.enabled:
@@ -196,4 +197,6 @@ def decide(
             return GateReply(gate, discard_body=close)
     upstream, route_id = select_upstream(entry, request.method.decode("ascii"), path)
     websocket = request.upgrade and is_websocket_upgrade(request.headers)
-    return Relay(entry, upstream, route_id, parsed.target, headers, asserted, cors, check, websocket, login)
+    return Relay(
+        entry, upstream, route_id, parsed.target, headers, asserted, cors, check, websocket, login, client_id
+    )
