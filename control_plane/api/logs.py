@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from ..logs.entries import LogEntry
 from ..logs.query import STREAM_ID, LogFilter, StatusFilter, invalid, normalise_host, time_range
 from ..logs.stats import StatsRequest, pick_granularity
 from ..principal import Principal
@@ -23,29 +24,8 @@ MAX_PAGE = 500
 _TIME_HELP = "ISO 8601 (2026-12-05T10:00:00Z), Unix seconds, or a duration back from now: 90s, 15m, 2h, 7d"
 
 
-class LogEntryView(BaseModel):
-    id: str
-    time: float
-    host: str
-    client_ip: str
-    method: str
-    path: str
-    status: int
-    bytes_in: int
-    bytes_out: int
-    duration_seconds: float
-    upstream: str
-    route_id: str
-    request_id: str
-    user: str
-    client_id: str
-    mcp_method: str
-    mcp_tool: str
-    upstream_error: str
-
-
 class LogPage(BaseModel):
-    items: list[LogEntryView]
+    items: list[LogEntry]  # the indexer's own record (a dataclass): one field list for both
     next_cursor: str | None
     since: float
     until: float
@@ -187,7 +167,7 @@ async def search_logs(
     query = await _filter(runtime, principal, **filters.values)
     page = await runtime.request_logs.search(query, limit=limit, cursor=_cursor(cursor, "cursor"))
     return LogPage(
-        items=[LogEntryView(**entry.as_json()) for entry in page.items],
+        items=list(page.items),
         next_cursor=page.next_cursor,
         since=query.since,
         until=query.until,
