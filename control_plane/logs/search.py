@@ -254,6 +254,9 @@ class LogSearch:
         choices = query.index_choices()
         if not choices:
             return None
+        if not all(choices):
+            # An empty union (a tenant that owns no proxy): no entry can match, and no index need be read.
+            return "host", _no_ids
         async with redis.pipeline(transaction=False) as pipe:
             for choice in choices:
                 for dimension, value in choice:
@@ -285,6 +288,15 @@ class LogSearch:
             return sources[0] if len(sources) == 1 else _merged(sources)
 
         return best[0][0], by_index
+
+
+def _no_ids(_upper_ms: int) -> AsyncIterator[str]:
+    return _nothing()
+
+
+async def _nothing() -> AsyncIterator[str]:
+    return
+    yield  # an async generator that yields nothing
 
 
 async def _request_id_ids(redis: aioredis.Redis, request_id: str, hours: range) -> AsyncIterator[str]:
