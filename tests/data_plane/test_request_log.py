@@ -52,6 +52,15 @@ def entry(number: int, path: str = "/mcp", at: float | None = None) -> RequestLo
     )
 
 
+async def killed(server: RedisServer) -> None:
+    """SIGKILL the server and wait until it is gone: entries submitted right after the signal must meet a
+    dead Redis (a dying one could still take them, and a test waiting for failures would wait forever)."""
+    server.service.signal(signal.SIGKILL)
+    process = server.service.process
+    assert process is not None
+    await asyncio.to_thread(process.wait, 10)
+
+
 async def wait_until(predicate: Callable[[], object], what: str, deadline_seconds: float = 20.0) -> None:
     try:
         async with asyncio.timeout(deadline_seconds):
@@ -175,7 +184,7 @@ async def test_while_redis_is_away_the_age_bound_applies_without_new_entries(
     server, client, _ = own_redis
     request_log = RequestLog(client, max_backlog_age_seconds=60.0, retry_initial_seconds=0.02)
     writer = asyncio.create_task(request_log.run())
-    server.service.signal(signal.SIGKILL)
+    await killed(server)
     made = time.time() - 120.0  # the same moment: the newest entry does not age the others out
     for number in range(3):
         request_log.submit(entry(number, at=made))
@@ -213,7 +222,7 @@ async def test_an_outage_within_the_backlog_loses_nothing_and_keeps_the_order(
         request_log.submit(entry(number))
     await wait_until(lambda: request_log.written == 5, "first entries written")
 
-    server.service.signal(signal.SIGKILL)
+    await killed(server)
     for number in range(5, 10):
         request_log.submit(entry(number))
     await wait_until(lambda: request_log.write_failures >= 2, "writer noticed Redis is gone and retried")
@@ -256,7 +265,7 @@ async def test_an_outage_past_the_backlog_bound_drops_exactly_the_oldest(
     writer = asyncio.create_task(request_log.run())
     request_log.submit(entry(0))
     await wait_until(lambda: request_log.written == 1, "first entry written")
-    server.service.signal(signal.SIGKILL)
+    await killed(server)
     request_log.submit(entry(1))
     await wait_until(
         lambda: request_log.write_failures == 1 and not request_log.writing, "writer backing off"
