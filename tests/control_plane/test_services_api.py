@@ -25,6 +25,7 @@ SERVICES = "/api/v1/services/"
 EXTERNAL = "/api/v1/services/external/"
 PROXIES = "/api/v1/proxy/targets/"
 PUBLIC = "http://93.184.216.34"
+BUILT_IN_AUTH_HOST = "auth.test.localhost"  # AUTH_HOST under the test BASE_DOMAIN, there when a KEK is set
 
 
 @pytest.fixture
@@ -216,8 +217,9 @@ async def test_auto_proxies_go_with_their_service(
     assert taken.status_code == 409
     assert (await services_api.get(SERVICES + "other", headers=ADMIN)).status_code == 404
     assert (await services_api.delete(SERVICES + "mcp", headers=ADMIN)).status_code == 204
+    # (The admin's built-in auth-host proxy may appear at any moment: it is created in the background.)
     for key in (keys.proxies(), keys.proxy_auth(), keys.proxy_resources(), keys.services(), keys.ports()):
-        assert await redis_client.hkeys(key) == [], key
+        assert set(await redis_client.hkeys(key)) - {BUILT_IN_AUTH_HOST} == set(), key
 
 
 async def test_a_tokens_deletion_takes_its_services(

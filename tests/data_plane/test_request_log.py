@@ -34,6 +34,14 @@ STREAM = keys.request_log_stream()
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """NOW is each test's start, not the module's import: in a full run a test starts minutes after
+    collection, and entries that old are past the backlog's age bound (dropped during an outage)."""
+    global NOW
+    NOW = time.time()
+
+
 def entry(number: int, path: str = "/mcp", at: float | None = None) -> RequestLogEntry:
     return RequestLogEntry(
         time=NOW + number / 1000 if at is None else at,
