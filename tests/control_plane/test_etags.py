@@ -253,3 +253,20 @@ async def test_concurrent_writes_with_the_same_etag_let_exactly_one_through(api:
         )
     )
     assert sorted(a.status_code for a in answers) == [200] + [412] * 5
+
+
+@pytest.mark.parametrize("if_match", ['"not-the-tag"', "*"])
+async def test_another_tokens_if_match_gets_403_never_412(api: httpx.AsyncClient, if_match: str) -> None:
+    """Ownership is judged before the precondition: a 412 would tell another tenant the object exists and
+    let it probe its ETag."""
+    owner = bearer(await create_token(api, "etag-owner"))
+    stranger = bearer(await create_token(api, "etag-stranger"))
+    body = {"hostname": "owned.example.com", "target_url": "http://93.184.216.34"}
+    assert (await api.post(PROXIES, json=body, headers=owner)).status_code == 201
+    url = PROXIES + "owned.example.com"
+    replacement = {"target_url": "http://93.184.216.34"}
+    for method, payload in (("PUT", replacement), ("PATCH", {"enabled": False}), ("DELETE", None)):
+        answer = await api.request(method, url, json=payload, headers={**stranger, "If-Match": if_match})
+        assert answer.status_code == 403, (method, answer.status_code, answer.text)
+        assert "etag" not in answer.headers
+    assert (await api.get(url, headers=owner)).json()["enabled"] is True
