@@ -27,6 +27,7 @@ from data_plane.io.exchange import RequestIds
 from data_plane.io.upstream_pool import UpstreamPool
 from data_plane.limits import Limits
 from data_plane.metrics import Metrics
+from data_plane.protocol.proxy_protocol import TrustedPeers
 from data_plane.request_log import RequestLog
 from data_plane.routing.route_table import EMPTY_TABLE, RouteTable
 from data_plane.tls.cert_store import CertificateStore
@@ -66,6 +67,13 @@ class Runtime:
     request_ids: RequestIds = field(default_factory=RequestIds)
     # Built again only when the key set or the revocations it holds are replaced (see auth_context).
     last_auth_context: AuthContext | None = None
+    # Fixed for the process's life (settings do not change while it runs); read on every connection/request.
+    trusted_peers: TrustedPeers = field(init=False)
+    auth_host: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.trusted_peers = TrustedPeers(self.settings.trusted_proxy_networks)
+        self.auth_host = self.settings.auth_host
 
     def auth_context(self) -> AuthContext:
         """Issuer, keys and revocations for the auth gate; one value for as long as none of them changes."""

@@ -52,7 +52,6 @@ from data_plane.protocol.dispatch import (
 from data_plane.protocol.proxy_protocol import (
     MAX_PROXY_HEADER_BYTES,
     ProxyProtocolError,
-    is_trusted,
     parse_proxy_header,
 )
 from data_plane.protocol.request_head import check_head, find_head_end
@@ -133,8 +132,9 @@ class ClientConnection(Stream):
         self._task = self.loop.create_task(self._serve())
 
     def _trust(self, client_ip: str) -> None:
-        settings = self.runtime.settings
-        self.trusted_peer = is_trusted(client_ip, settings.trusted_proxy_networks)
+        runtime = self.runtime
+        self.trusted_peer = runtime.trusted_peers(client_ip)
+        settings = runtime.settings
         port = settings.HTTPS_REDIRECT_PORT or settings.HTTPS_PORT
         self.listener = Listener(self.scheme, self.trusted_peer, port)
 
@@ -349,7 +349,7 @@ class ClientConnection(Stream):
             ),
             policies=runtime.auth_policies,
             auth_context=runtime.auth_context,
-            auth_host=runtime.settings.auth_host,
+            auth_host=runtime.auth_host,
             now=time.time(),
         )
         try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -92,10 +91,8 @@ class Stream(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(WRITE_HIGH_WATER_BYTES, WRITE_LOW_WATER_BYTES)
         self.tls = transport.get_extra_info("sslcontext") is not None
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # A head and its body can go out as separate writes; Nagle + delayed ACK would stall the second.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A head and its body can go out as separate writes, so Nagle + delayed ACK would stall the second:
+        # uvloop sets TCP_NODELAY on every TCP transport it makes (tests/data_plane/test_event_loop_contract).
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer_address = (str(peer[0]), int(peer[1]))

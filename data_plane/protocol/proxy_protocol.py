@@ -74,6 +74,26 @@ def is_trusted(ip: str, networks: Iterable[Any]) -> bool:
     return any(address in network for network in networks)
 
 
+class TrustedPeers:
+    """`is_trusted` against fixed networks, remembered per address: every new connection asks, and parsing
+    an address costs more than the rest of accepting it. Bounded: emptied when MAX_REMEMBERED is reached."""
+
+    MAX_REMEMBERED = 4096
+    __slots__ = ("_known", "networks")
+
+    def __init__(self, networks: Iterable[Any]) -> None:
+        self.networks = tuple(networks)
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, ip: str) -> bool:
+        known = self._known.get(ip)
+        if known is None:
+            if len(self._known) >= self.MAX_REMEMBERED:
+                self._known.clear()
+            known = self._known[ip] = is_trusted(ip, self.networks)
+        return known
+
+
 def parse_proxy_header(data: bytes | bytearray) -> tuple[ProxyHeader, int] | None:
     """Parse a PROXY v1 or v2 header from the start of `data`; see the module docstring for the contract."""
     if not data:

@@ -16,7 +16,9 @@ from data_plane.protocol.proxy_protocol import (
     V2_SIGNATURE,
     ProxyHeader,
     ProxyProtocolError,
+    TrustedPeers,
     crc32c,
+    is_trusted,
     parse_proxy_header,
 )
 
@@ -283,3 +285,32 @@ def test_v2_waits_for_the_declared_length_even_when_large() -> None:
 def test_crc32c_matches_the_castagnoli_check_value() -> None:
     # The standard check value for CRC-32C over "123456789" (RFC 3720 appendix B.4).
     assert crc32c(b"123456789") == 0xE3069283
+
+
+@pytest.mark.parametrize(
+    ("address", "trusted"),
+    [
+        ("10.1.2.3", True),
+        ("::ffff:10.1.2.3", True),  # IPv4-mapped IPv6 is judged as its IPv4
+        ("10.0.0.0", True),
+        ("11.0.0.1", False),
+        ("fd00::1", True),
+        ("fe80::1", False),
+        ("not-an-address", False),
+        ("", False),
+    ],
+)
+def test_trusted_peers_answers_as_is_trusted_first_and_remembered(address: str, trusted: bool) -> None:
+    networks = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
+    peers = TrustedPeers(networks)
+    assert is_trusted(address, networks) is trusted
+    assert peers(address) is trusted
+    assert peers(address) is trusted  # the remembered answer is the same
+
+
+def test_trusted_peers_memory_is_bounded() -> None:
+    peers = TrustedPeers([ipaddress.ip_network("10.0.0.0/8")])
+    for n in range(TrustedPeers.MAX_REMEMBERED + 10):
+        assert peers(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
+    assert len(peers._known) <= TrustedPeers.MAX_REMEMBERED
+    assert not peers("192.0.2.1")

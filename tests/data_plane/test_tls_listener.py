@@ -176,3 +176,61 @@ def test_silent_client_is_closed_after_the_handshake_timeout(
         assert "failed (timeout): handshake not completed within 0.5s" in log_text
     finally:
         plane.service.stop()
+
+
+def _get_over_tls(tls: ssl.SSLSocket, host: str) -> bytes:
+    tls.sendall(f"GET /hello HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    answer = b""
+    while chunk := tls.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_tls13_session_resumes_from_the_one_ticket_sent(
+    tls_plane: tuple[DataPlane, int], redis_sync: redis.Redis, http_backend: HttpBackend
+) -> None:
+    # One TLS 1.3 ticket per full handshake (data_plane.tls.contexts.SESSION_TICKETS): a client that kept it
+    # resumes without a full handshake, and is proxied as before.
+    plane, https_port = tls_plane
+    ca = LocalCA()
+    store_certificate(redis_sync, plane, ca.issue("app", ["app.test"]))
+    configure(redis_sync, plane, [proxy_to(http_backend.url, "app.test")])
+    context = client_context(ca.pem)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="app.test") as tls:
+            assert _get_over_tls(tls, "app.test").startswith(b"HTTP/1.1 200 ")
+            session = tls.session  # TLS 1.3 tickets arrive after the handshake: read before taking it
+            assert not tls.session_reused
+    assert session is not None and session.has_ticket
+    with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="app.test", session=session) as tls:
+            assert _get_over_tls(tls, "app.test").startswith(b"HTTP/1.1 200 ")
+            assert tls.session_reused
+
+
+def test_a_burst_of_new_connections_is_accepted_and_served(
+    tls_plane: tuple[DataPlane, int], redis_sync: redis.Redis, http_backend: HttpBackend
+) -> None:
+    # More connections queued at once than one wake-up of the listener accepts (ACCEPT_BATCH): every one is
+    # accepted, handshaken and answered, and each handshake is counted once.
+    from data_plane.io.tls_listener import ACCEPT_BATCH
+
+    plane, https_port = tls_plane
+    ca = LocalCA()
+    store_certificate(redis_sync, plane, ca.issue("app", ["app.test"]))
+    configure(redis_sync, plane, [proxy_to(http_backend.url, "app.test")])
+    before = _handshake_count(plane, "ok")
+    count = ACCEPT_BATCH * 2 + 5
+    raws = [socket.create_connection(("127.0.0.1", https_port), timeout=10) for _ in range(count)]
+    try:
+        context = client_context(ca.pem)
+        answers = []
+        for raw in raws:
+            with context.wrap_socket(raw, server_hostname="app.test") as tls:
+                answers.append(_get_over_tls(tls, "app.test"))
+    finally:
+        for raw in raws:
+            raw.close()
+    assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
+    assert _handshake_count(plane, "ok") == before + count
