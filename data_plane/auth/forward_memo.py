@@ -3,14 +3,15 @@ policy), so a client that sends the same token to the same path again pays a dic
 checks that can change without any object changing: the clock and the revoked set.
 
 Key: (the Authorization header's bytes, the request's origin, its normalised path, its method). Under one
-compiled policy that key fixes everything else the decision read: the token (a pure function of the
-header), the audiences (origin and the policy's resource path), the path's kind (PRM, authorization server,
-public or token) and the scopes its rule requires, the allowlist. What a key does not fix is held in the
-entry and compared on every hit: the key set it was verified under (a rotation builds a new KeySet) and the
-issuer; expiry and not-before are judged against `now` with the same leeway and the same comparisons as
-token_verifier.authenticate; the token id against the revoked set current for this request. A policy change
-compiles a new policy, and so starts an empty memo. Only Allow decisions are remembered (no stranger can fill
-the memo without valid tokens); the memo is bounded and emptied when full, like the policy's other memos.
+compiled policy that key fixes everything else the decision read: the token (a pure function of the header),
+the audiences (origin and the policy's resource path), the path's kind (PRM, authorization server, public or
+token) and the scopes its rule requires, the allowlist. What a key does not fix is held in the entry and
+compared on every hit: the key set it was verified under (a rotation builds a new KeySet) and the issuer;
+expiry and not-before are judged against `now` by token_verifier.lifetime_problem, the rule
+token_verifier.authenticate applies, with the same leeway; the token id against the revoked set current for
+this request. A policy change compiles a new policy, and so starts an empty memo. Only Allow decisions are
+remembered (no stranger can fill the memo without valid tokens); the memo is bounded and emptied when full,
+like the policy's other memos.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from data_plane.protocol.forwarding import AssertedIdentity
 
-from .token_verifier import KeySet
+from .token_verifier import KeySet, lifetime_problem
 
 # Per protected proxy. An entry holds its key's Authorization value (a token is ~1 KB), so a memo stays near
 # 1 MB at most; a client that walks more distinct paths than this only costs full decisions again.
@@ -45,10 +46,7 @@ class RememberedForward:
         """Whether the remembered decision still holds for a request at `now` (else: decide afresh)."""
         if keys is not self.keys or issuer != self.issuer:
             return False
-        if now > self.expires + self.leeway_seconds:
-            return False
-        not_before = self.not_before
-        if not_before is not None and now + self.leeway_seconds < not_before:
+        if lifetime_problem(now, self.expires, self.not_before, self.leeway_seconds) is not None:
             return False
         return self.jti not in revoked
 

@@ -162,6 +162,16 @@ def _str_list(value: Any) -> tuple[str, ...] | None:
     return None
 
 
+def lifetime_problem(now: float, expires: float, not_before: float | None, leeway_seconds: int) -> str | None:
+    """Why a token with this `exp` (and numeric `nbf`, if any) is not valid at `now`, or None when it is.
+    The one lifetime rule: authenticate applies it to fresh claims, auth.forward_memo to remembered ones."""
+    if now > expires + leeway_seconds:
+        return "the access token has expired"
+    if not_before is not None and now + leeway_seconds < not_before:
+        return "the access token is not valid yet"
+    return None
+
+
 def authenticate(
     token: str | None, keys: KeySet, requirements: TokenRequirements, *, now: float, revoked: Container[str]
 ) -> Identity | Deny:
@@ -181,11 +191,12 @@ def authenticate(
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         return _invalid("the access token has no expiry")
-    if now > exp + requirements.leeway_seconds:
-        return _invalid("the access token has expired")
     nbf = claims.get("nbf")
-    if isinstance(nbf, int | float) and now + requirements.leeway_seconds < nbf:
-        return _invalid("the access token is not valid yet")
+    outside = lifetime_problem(
+        now, exp, nbf if isinstance(nbf, int | float) else None, requirements.leeway_seconds
+    )
+    if outside is not None:
+        return _invalid(outside)
     if claims.get("iss") != requirements.issuer:
         return _invalid("the access token was issued by another server")
     audiences = _str_list(claims.get("aud"))

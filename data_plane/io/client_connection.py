@@ -276,7 +276,7 @@ class ClientConnection(Stream):
                     if rejected is not None:
                         self._refuse(rejected.status, rejected.reason)
                         return None
-                    trust_checked_head(parser)
+                    trust_checked_head(parser, end)
                     try:
                         event = parser.next_event()
                     except h11.RemoteProtocolError as exc:

@@ -29,11 +29,6 @@ _REASONS = {status: reason_phrase(status) for status in range(100, 600)} | {413:
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
 
 
-def standard_reason(status: int) -> bytes:
-    """The reason phrase we send with `status` (empty for a code with no registered name)."""
-    return _REASONS.get(status, b"")
-
-
 def status_line(status: int, reason: bytes | None = None) -> bytes:
     if reason is None:
         line = _STATUS_LINES.get(status)

@@ -249,3 +249,25 @@ def test_the_prometheus_config_scrapes_the_default_ports() -> None:
     for path in DASHBOARDS:
         job = next(v for v in json.loads(path.read_text())["templating"]["list"] if v["name"] == "job")
         assert job["query"] in jobs
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status_line"),
+    [
+        (b"GET /metrics HTTP/1.1", b"HTTP/1.1 200 OK"),
+        (b"HEAD /metrics HTTP/1.1", b"HTTP/1.1 200 OK"),
+        (b"GET /health HTTP/1.1", b"HTTP/1.1 404 Not Found"),
+        (b"POST /metrics HTTP/1.1", b"HTTP/1.1 405 Method Not Allowed"),
+    ],
+)
+async def test_metrics_listener_answers_carry_a_reason_phrase(
+    control_plane: tuple[httpx.AsyncClient, int], request_line: bytes, status_line: bytes
+) -> None:
+    _api, port = control_plane
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request_line + b"\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)  # the listener closes after its one answer
+    writer.close()
+    assert answer.split(b"\r\n", 1)[0] == status_line
+    if request_line.startswith(b"HEAD"):
+        assert answer.endswith(b"\r\n\r\n")  # a head, no body

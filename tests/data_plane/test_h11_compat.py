@@ -72,7 +72,7 @@ def _parse(head: bytes, *, trusted: bool) -> tuple[str, object]:
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(head)
     if trusted:
-        h11_compat.trust_checked_head(conn)
+        h11_compat.trust_checked_head(conn, find_head_end(head))
     try:
         event = conn.next_event()
     except h11.RemoteProtocolError as exc:
@@ -136,5 +136,5 @@ def test_generated_checked_heads_read_as_h11_reads_them(head: bytes) -> None:
 
 def test_trust_checked_head_leaves_a_parser_past_its_head_alone() -> None:
     conn, _request = _server_with(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
-    h11_compat.trust_checked_head(conn)
+    h11_compat.trust_checked_head(conn, 4)
     assert conn.next_event() == h11.Data(data=b"ok")
