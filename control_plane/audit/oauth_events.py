@@ -49,6 +49,7 @@ class OAuthAudit:
         grant_type: str = "",
         resources: Iterable[str] = (),
         scope: str = "",
+        detail: str = "",
     ) -> None:
         context = request_context.current()
         entry = OAuthAuditEvent(
@@ -62,6 +63,7 @@ class OAuthAudit:
             resources=[r[:500] for r in list(resources)[:20]],
             scope=scope[:500],
             client_address=context.client_address if context is not None else "",
+            detail=detail[:500],
         )
         try:
             await self.stream.add(
