@@ -189,10 +189,13 @@ class Reader:
         raw = await self._conn.hget(collection.key, object_id)
         return raw is not None and _parse(collection, object_id, raw) is None
 
-    async def raw(self, key: str, field: str) -> str | None:
-        """A hash field as stored (unparsed): what the change audit diffs against."""
-        value: str | None = await self._conn.hget(key, field)
-        return value
+    async def raw_many(self, key: str, fields: list[str]) -> dict[str, str | None]:
+        """Several hash fields as stored (unparsed), in one HMGET: what the change audit diffs against."""
+        if not fields:
+            return {}
+        unique = list(dict.fromkeys(fields))
+        values: list[str | None] = await self._conn.hmget(key, unique)
+        return dict(zip(unique, values, strict=True))
 
     async def token_name_for_hash(self, digest: str) -> str | None:
         name: str | None = await self._conn.hget(keys.token_hashes(), digest)

@@ -125,7 +125,9 @@ class RequestLogEntry:
     request_id: str
     user: str = ""
     client_id: str = ""  # the verified token's OAuth client, on a protected proxy
-    mcp_method: str = ""  # the request's Mcp-Method / Mcp-Name headers, as the auth gate checked them
+    # The request's Mcp-Method / Mcp-Name headers: on a protected proxy as the auth gate checked them against
+    # the body; on an unprotected one as sent (well-formed values only; its body is never read).
+    mcp_method: str = ""
     mcp_tool: str = ""
 
     def to_stream_fields(self) -> dict[str, str]:

@@ -99,7 +99,9 @@ async def oauth_audit(
         Query(
             description=(
                 "sign_in, consent_granted, consent_denied, consent_revoked, token_issued, token_refreshed, "
-                "token_revoked, token_denied, rate_limited"
+                "token_revoked, token_introspected, token_denied, authorization_denied, allowlist_denied, "
+                "device_authorization, client_registered, client_updated, client_deleted, "
+                "client_metadata_fetched, rate_limited"
             ),
             max_length=50,
         ),

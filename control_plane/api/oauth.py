@@ -13,10 +13,9 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from control_plane.records import OAuthClient
 from shared.secrets import constant_time_equal
 
-from ..audit import token_requests
+from ..audit import client_requests, token_requests
 from ..oauth.authorization import Page, Redirect
 from ..oauth.consent_page import SECURITY_HEADERS, error_page
 from ..oauth.cors import OAuthCors
@@ -52,16 +51,6 @@ async def _browser_params(request: Request, title: str) -> Params:
         return _query(request) if request.method == "GET" else await _form(request)
     except OAuthError as exc:
         raise PageError(title, exc.description) from exc
-
-
-async def _client_request(request: Request, runtime: Any) -> tuple[OAuthServer, Params, OAuthClient]:
-    """A form post from a client to the token-side endpoints: the server (configured, else 503), the
-    parameters, and the client they authenticate (RFC 6749 §2.3; 401 invalid_client otherwise)."""
-    server = _server(runtime)
-    server.ready  # noqa: B018 - raises NotConfigured before any client lookup
-    params = await _form(request)
-    client = await server.client_of(params, request.headers.get("authorization"))
-    return server, params, client
 
 
 async def _counted_form(request: Request, grant_type: str) -> Params:
@@ -116,7 +105,13 @@ def build_router() -> APIRouter:
         openapi_extra=oauth_openapi.REGISTRATION,
     )
     async def register(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        view = await _server(runtime).registrations.register(await _json(request))
+        server = _server(runtime)
+        try:
+            view = await server.registrations.register(await _json(request))
+        except OAuthError as exc:
+            await client_requests.registration_refused(server.audit, client_requests.CLIENT_REGISTERED, exc)
+            raise
+        await client_requests.registration_answered(server.audit, client_requests.CLIENT_REGISTERED, view, "")
         return JSONResponse(view, status_code=201, headers=NO_STORE)
 
     @router.get("/register/{client_id}", summary="Read a registration (RFC 7592)")
@@ -130,14 +125,28 @@ def build_router() -> APIRouter:
         openapi_extra=oauth_openapi.REGISTRATION,
     )
     async def update_registration(client_id: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
-        view = await _server(runtime).registrations.update(
-            client_id, request.headers.get("authorization"), await _json(request)
-        )
+        server = _server(runtime)
+        event = client_requests.CLIENT_UPDATED
+        try:
+            view = await server.registrations.update(
+                client_id, request.headers.get("authorization"), await _json(request)
+            )
+        except OAuthError as exc:
+            await client_requests.registration_refused(server.audit, event, exc, client_id)
+            raise
+        await client_requests.registration_answered(server.audit, event, view, client_id)
         return JSONResponse(view, headers=NO_STORE)
 
     @router.delete("/register/{client_id}", status_code=204, summary="Delete a registration (RFC 7592)")
     async def delete_registration(client_id: str, request: Request, runtime: RuntimeDep) -> Response:
-        await _server(runtime).registrations.delete(client_id, request.headers.get("authorization"))
+        server = _server(runtime)
+        event = client_requests.CLIENT_DELETED
+        try:
+            await server.registrations.delete(client_id, request.headers.get("authorization"))
+        except OAuthError as exc:
+            await client_requests.registration_refused(server.audit, event, exc, client_id)
+            raise
+        await client_requests.registration_answered(server.audit, event, None, client_id)
         return Response(status_code=204)
 
     @router.get(
@@ -208,7 +217,8 @@ def build_router() -> APIRouter:
             )
             raise
         request.app.state.metrics.count_grant(grant_type, "issued")
-        await token_requests.token_answered(server.audit, params, client.client_id, answer)
+        catalogue = await server.catalogue() if grant_type != "refresh_token" else None
+        await token_requests.token_answered(server.audit, params, client.client_id, answer, catalogue)
         return JSONResponse(answer, headers=NO_STORE)
 
     @router.post(
@@ -222,9 +232,16 @@ def build_router() -> APIRouter:
         scheme, _, credentials = authorization.partition(" ")
         admin = runtime.settings.ADMIN_TOKEN
         caller: str | None = None  # None: the admin, who may introspect any token
-        if not (scheme.lower() == "bearer" and admin and constant_time_equal(credentials.strip(), admin)):
-            caller = (await server.client_of(params, authorization or None)).client_id
-        return JSONResponse(await ready.status.introspect(params, caller), headers=NO_STORE)
+        try:
+            if not (scheme.lower() == "bearer" and admin and constant_time_equal(credentials.strip(), admin)):
+                caller = (await server.client_of(params, authorization or None)).client_id
+            answer = await ready.status.introspect(params, caller)
+        except OAuthError as exc:
+            claimed = caller or token_requests.claimed_client_id(params, authorization)
+            await token_requests.token_introspected(server.audit, claimed, None, exc)
+            raise
+        await token_requests.token_introspected(server.audit, caller or "", answer, None)
+        return JSONResponse(answer, headers=NO_STORE)
 
     @router.post("/revoke", summary="Token revocation (RFC 7009)", openapi_extra=oauth_openapi.REVOKE)
     async def revoke(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -248,8 +265,19 @@ def build_router() -> APIRouter:
         openapi_extra=oauth_openapi.DEVICE_CODE,
     )
     async def device_code(request: Request, runtime: RuntimeDep) -> JSONResponse:
-        server, params, client = await _client_request(request, runtime)
-        return JSONResponse(await server.ready.device.start(client, params), headers=NO_STORE)
+        server = _server(runtime)
+        ready = server.ready
+        params = await _form(request)
+        authorization = request.headers.get("authorization")
+        try:
+            client = await server.client_of(params, authorization)
+            answer = await ready.device.start(client, params)
+        except OAuthError as exc:
+            claimed = token_requests.claimed_client_id(params, authorization)
+            await token_requests.device_started(server.audit, params, claimed, exc)
+            raise
+        await token_requests.device_started(server.audit, params, client.client_id, None)
+        return JSONResponse(answer, headers=NO_STORE)
 
     @router.post("/device/token", summary="Poll a device login", openapi_extra=oauth_openapi.DEVICE_TOKEN)
     async def device_token(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -266,7 +294,9 @@ def build_router() -> APIRouter:
             await token_requests.token_refused(server.audit, params, exc, claimed, device=True)
             raise
         request.app.state.metrics.count_grant(DEVICE_CODE, "issued")
-        await token_requests.token_answered(server.audit, params, client.client_id, answer)
+        await token_requests.token_answered(
+            server.audit, params, client.client_id, answer, await server.catalogue()
+        )
         return JSONResponse(answer, headers=NO_STORE)
 
     return router

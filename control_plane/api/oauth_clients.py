@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from .. import request_context
 from ..services.oauth_clients import OAuthClientCreate, OAuthClientCreated, OAuthClientView
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/oauth/clients", tags=["oauth clients"])
 
@@ -29,13 +31,16 @@ async def list_clients(runtime: RuntimeDep, principal: PrincipalDep) -> list[OAu
 
 @router.get("/{client_id}", response_model=OAuthClientView)
 async def get_client(client_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> OAuthClientView:
-    return await runtime.oauth_clients.get(principal, client_id)
+    client = await runtime.oauth_clients.get(principal, client_id)
+    tag(client)
+    return OAuthClientView.of(client)
 
 
-@router.delete("/{client_id}", status_code=204)
+@router.delete("/{client_id}", status_code=204, dependencies=[IF_MATCH])
 async def delete_client(client_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
     """New authorizations and refreshes for the client are refused; issued access tokens run out."""
-    await runtime.oauth_clients.delete(principal, client_id)
+    context = request_context.current()
+    await runtime.oauth_clients.delete(principal, client_id, context.if_match if context else None)
     await runtime.audit.changes.record(
         runtime.redis, kind="oauth-client", action="deleted", name=client_id, owner=principal.owner
     )

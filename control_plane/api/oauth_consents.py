@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from control_plane.records import OAuthConsent
 
+from .. import request_context
 from ..audit.records import FieldChange
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NotFound
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/oauth/consents", tags=["oauth consents"])
 
@@ -75,3 +77,37 @@ async def revoke_consents(
             changes={"revoked": FieldChange(new=revoked)},
         )
     return ConsentsRevoked(revoked=revoked)
+
+
+@router.get("/{consent_id}", response_model=ConsentView)
+async def get_consent(consent_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> ConsentView:
+    """One record, with its ETag (for a conditional revoke)."""
+    principal.require_admin("read OAuth consents")
+    consent = await runtime.oauth.consents.get(consent_id)
+    if consent is None:
+        raise NotFound(f"consent {consent_id!r} not found")
+    tag(consent)
+    return ConsentView.of(consent)
+
+
+@router.delete("/{consent_id}", status_code=204, dependencies=[IF_MATCH])
+async def revoke_consent(consent_id: str, runtime: RuntimeDep, principal: PrincipalDep) -> Response:
+    """Revoke one record; with If-Match, only while it is the record that was read (else 412)."""
+    principal.require_admin("revoke OAuth consents")
+    context = request_context.current()
+    if_match = context.if_match if context is not None else None
+    if if_match is None:
+        revoked = await runtime.oauth.consents.revoke(consent_id=consent_id)
+    else:
+        revoked = int(await runtime.oauth.consents.revoke_if_match(consent_id, if_match))
+    if not revoked:
+        raise NotFound(f"consent {consent_id!r} not found")
+    await runtime.audit.changes.record(
+        runtime.redis,
+        kind="consent",
+        action="revoked",
+        name=f"consent_id={consent_id}",
+        owner=principal.owner,
+        changes={"revoked": FieldChange(new=revoked)},
+    )
+    return Response(status_code=204)

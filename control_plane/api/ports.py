@@ -10,6 +10,7 @@ from ..audit.records import FieldChange
 from ..services.port_allocator import PortAllocation, Protocol
 from ..services.ports import PortCheck, PortRequest
 from .deps import PrincipalDep, RuntimeDep
+from .etag import IF_MATCH, tag
 
 router = APIRouter(prefix="/api/v1/ports", tags=["ports"])
 
@@ -42,7 +43,9 @@ async def allocate_port(body: PortRequest, runtime: RuntimeDep, principal: Princ
 async def get_port(
     port: PortPath, runtime: RuntimeDep, principal: PrincipalDep, protocol: ProtocolQuery = "tcp"
 ) -> PortAllocation:
-    return await runtime.ports.get(principal, port, protocol)
+    allocation = await runtime.ports.get(principal, port, protocol)
+    tag(allocation)
+    return allocation
 
 
 @router.get("/{port}/check", response_model=PortCheck)
@@ -53,7 +56,7 @@ async def check_port(
     return await runtime.ports.check(principal, port, protocol)
 
 
-@router.delete("/{port}", status_code=204)
+@router.delete("/{port}", status_code=204, dependencies=[IF_MATCH])
 async def release_port(
     port: PortPath, runtime: RuntimeDep, principal: PrincipalDep, protocol: ProtocolQuery = "tcp"
 ) -> Response:

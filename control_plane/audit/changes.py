@@ -50,6 +50,7 @@ class ChangeAudit:
     async def entries(self, reader: Reader, write: ConfigWrite, context: RequestContext) -> list[str]:
         """One JSON document per change of `write`, with the masked diff of the rows it touches."""
         now = time.time()
+        olds = await _old_values(reader, write)
         out: list[str] = []
         covered: set[int] = set()
         for change in write.changes:
@@ -61,7 +62,7 @@ class ChangeAudit:
             changes: dict[str, FieldChange] = {}
             for index, op in touched:
                 covered.add(index)
-                old = await _old_value(reader, op)
+                old = olds[index]
                 new = op.value if isinstance(op, HashPut | StringPut) else None
                 prefix = _LABELS[op.key] if len(touched) > 1 else ""
                 changes.update(diff(old, new, prefix=prefix))
@@ -78,7 +79,7 @@ class ChangeAudit:
         for index, op in enumerate(write.ops):
             if index in covered or op.key not in _LABELS or isinstance(op, StringPut):
                 continue
-            old = await _old_value(reader, op)
+            old = olds[index]
             new = op.value if isinstance(op, HashPut) else None
             action = "deleted" if new is None else ("updated" if old is not None else "created")
             owner = _owner_in(new) or _owner_in(old) or ""
@@ -146,7 +147,22 @@ def _owner_in(document: str | None) -> str | None:
     return owner if isinstance(owner, str) else None
 
 
-async def _old_value(reader: Reader, op: HashPut | HashDelete | StringPut) -> str | None:
-    if isinstance(op, StringPut):
-        return await reader.string(op.key)
-    return await reader.raw(op.key, op.field)
+async def _old_values(reader: Reader, write: ConfigWrite) -> dict[int, str | None]:
+    """The stored value each audited op of `write` replaces, by op index: one HMGET per hash key (a cascade
+    touching many rows costs one round trip per collection, not one per row)."""
+    fields_by_key: dict[str, list[str]] = {}
+    strings: set[str] = set()
+    for op in write.ops:
+        if op.key not in _LABELS:
+            continue
+        if isinstance(op, StringPut):
+            strings.add(op.key)
+        else:
+            fields_by_key.setdefault(op.key, []).append(op.field)
+    stored = {key: await reader.raw_many(key, fields) for key, fields in fields_by_key.items()}
+    string_values = {key: await reader.string(key) for key in strings}
+    return {
+        index: string_values[op.key] if isinstance(op, StringPut) else stored[op.key][op.field]
+        for index, op in enumerate(write.ops)
+        if op.key in _LABELS
+    }

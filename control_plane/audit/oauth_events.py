@@ -2,13 +2,17 @@
 
 Recorded: sign-ins at the upstream identity provider (success, failure and why), consents granted, denied
 and revoked, tokens issued (by grant type), refreshed and revoked, token requests refused (the OAuth error
-and its description: bad PKCE, a reused refresh token, invalid_grant, invalid_target, ...), and requests
-refused by a rate limit (at most one entry per client address and minute, so a flood cannot push real
-events out of the bounded stream). The client address comes from the request's context
+and its description: bad PKCE, a reused refresh token, invalid_grant, invalid_target, ...), tokens issued
+for a resource whose allowlist will refuse them (allowlist_denied; the data plane enforces the
+allowlists), device logins started, client registrations (DCR, RFC 7592) and Client ID Metadata Document
+fetches with their refusals, introspection calls (token_requests.py and client_requests.py build those),
+and requests refused by a rate limit (at most one entry per client address and minute, so a flood cannot
+push real events out of the bounded stream). The client address comes from the request's context
 (request_context.py: the TCP peer, or X-Forwarded-For from a trusted proxy).
 
-Never recorded: token, code, verifier, secret or cookie values; an entry names the login, the client id,
-the grant type, the resources and the scope. Recording never fails the OAuth request: a Redis error is
+Never recorded: token, code, device code, verifier, secret, registration access token or cookie values; an
+entry names the login, the client id, the grant type, the resources, the scope and, where it helps, a
+`detail` (a client's name and redirect URI hosts). Recording never fails the OAuth request: a Redis error is
 logged and the request goes on.
 """
 
@@ -49,6 +53,7 @@ class OAuthAudit:
         grant_type: str = "",
         resources: Iterable[str] = (),
         scope: str = "",
+        detail: str = "",
     ) -> None:
         context = request_context.current()
         entry = OAuthAuditEvent(
@@ -62,6 +67,7 @@ class OAuthAudit:
             resources=[r[:500] for r in list(resources)[:20]],
             scope=scope[:500],
             client_address=context.client_address if context is not None else "",
+            detail=detail[:500],
         )
         try:
             await self.stream.add(

@@ -45,8 +45,10 @@ class OAuthAuditEvent(BaseModel):
     at: float
     event: str = Field(
         description=(
-            "sign_in, consent_granted, consent_revoked, token_issued, token_refreshed, token_revoked, "
-            "authorization_denied, token_denied"
+            "sign_in, consent_granted, consent_denied, consent_revoked, token_issued, token_refreshed, "
+            "token_revoked, token_introspected, authorization_denied, token_denied, allowlist_denied, "
+            "device_authorization, client_registered, client_updated, client_deleted, "
+            "client_metadata_fetched, rate_limited"
         )
     )
     outcome: OAuthOutcome
@@ -57,3 +59,6 @@ class OAuthAuditEvent(BaseModel):
     resources: list[str] = Field(default_factory=list)
     scope: str = ""
     client_address: str = ""
+    detail: str = Field(
+        default="", description="what the event was about beyond the fields above (a client's name and hosts)"
+    )

@@ -40,6 +40,7 @@ OAUTH_COLUMNS: list[render.Column] = [
     ("RESOURCES", "resources"),
     ("FROM", "client_address"),
     ("REASON", "reason"),
+    ("DETAIL", "detail"),
 ]
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -137,7 +138,11 @@ def add_audit_log_commands(logs: Any, command: Command) -> None:
     sub.add_argument("--login", help="the user's login")
     sub.add_argument("--client", help="the OAuth client id")
     sub.add_argument(
-        "--event", help="sign_in, consent_granted, token_issued, token_denied, rate_limited, ..."
+        "--event",
+        help=(
+            "sign_in, consent_granted, token_issued, token_denied, allowlist_denied, device_authorization, "
+            "client_registered, client_metadata_fetched, token_introspected, rate_limited, ..."
+        ),
     )
     sub.add_argument("--outcome", choices=["success", "failure"])
     sub.add_argument("--resource", help="a resource URI, e.g. https://mcp.example.com/mcp")

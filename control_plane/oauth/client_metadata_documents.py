@@ -27,6 +27,8 @@ from pydantic import ValidationError
 from control_plane.records import OAuthClient
 from shared import keys
 
+from ..audit import client_requests
+from ..audit.oauth_events import OAuthAudit
 from .errors import OAuthError
 from .redirect_uris import InvalidRedirectUri, check_registrable
 
@@ -111,19 +113,39 @@ def client_from_document(client_id: str, document: object) -> OAuthClient:
 
 class MetadataDocuments:
     def __init__(
-        self, redis: aioredis.Redis, http: httpx.AsyncClient, *, allow_private_networks: bool
+        self,
+        redis: aioredis.Redis,
+        http: httpx.AsyncClient,
+        *,
+        allow_private_networks: bool,
+        audit: OAuthAudit,
     ) -> None:
         self._redis = redis
         self._http = http
         self._allow_private = allow_private_networks
+        self._audit = audit
 
     async def client(self, client_id: str) -> OAuthClient:
+        """The client a document describes: from the cache, else fetched (each fetch, and each refusal
+        with its reason, is an OAuth audit event: client_metadata_fetched)."""
+        try:
+            client, fetched = await self._client(client_id)
+        except OAuthError as exc:
+            await client_requests.metadata_document_refused(self._audit, client_id, exc)
+            raise
+        if fetched:
+            await client_requests.metadata_document_fetched(
+                self._audit, client_id, client.client_name, client.redirect_uris
+            )
+        return client
+
+    async def _client(self, client_id: str) -> tuple[OAuthClient, bool]:
         host, port = check_url(client_id)
         key = keys.oauth_client_metadata_document(hashlib.sha256(client_id.encode()).hexdigest())
         cached = await self._redis.get(key)
         if cached is not None:
             try:
-                return OAuthClient.model_validate_json(cached)
+                return OAuthClient.model_validate_json(cached), False
             except ValidationError:
                 await self._redis.delete(key)
         await self._check_addresses(host, port)
@@ -147,7 +169,7 @@ class MetadataDocuments:
             raise _invalid("it is not JSON") from exc
         client = client_from_document(client_id, document)
         await self._redis.set(key, client.model_dump_json(), ex=ttl)
-        return client
+        return client, True
 
     async def _check_addresses(self, host: str, port: int) -> None:
         try:

@@ -81,6 +81,19 @@ class Consents:
             out += [c for c in await self._state.consents_of(name) if client_id in (None, c.client_id)]
         return out
 
+    async def get(self, consent_id: str) -> OAuthConsent | None:
+        return next((c for c in await self.list() if c.consent_id == consent_id), None)
+
+    async def revoke_if_match(self, consent_id: str, if_match: str) -> bool:
+        """Delete one record only while its ETag is one of `if_match` (else 412); False when it is gone."""
+        consent = await self.get(consent_id)
+        if consent is None or not await self._state.delete_consent_if_match(
+            consent.login, consent_id, if_match
+        ):
+            return False
+        await self._audit_revoked(consent)
+        return True
+
     async def revoke(
         self, *, login: str | None = None, client_id: str | None = None, consent_id: str | None = None
     ) -> int:
@@ -94,12 +107,15 @@ class Consents:
                 name, [c.consent_id for c in matching if c.login == name]
             )
         for consent in matching:
-            await self._audit.record(
-                "consent_revoked",
-                "success",
-                login=consent.login,
-                client_id=consent.client_id,
-                resources=consent.resources,
-                scope=" ".join(consent.scopes),
-            )
+            await self._audit_revoked(consent)
         return revoked
+
+    async def _audit_revoked(self, consent: OAuthConsent) -> None:
+        await self._audit.record(
+            "consent_revoked",
+            "success",
+            login=consent.login,
+            client_id=consent.client_id,
+            resources=consent.resources,
+            scope=" ".join(consent.scopes),
+        )

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.allowlist import client_allowed, user_allowed
 from shared.models import DEFAULT_MCP_SCOPE, ProxyAuthConfig, ProxyResource, canonical_resource_uri
 
 from ..services.auth_config import proxy_auth_collection, proxy_resource_collection
@@ -28,6 +29,20 @@ class ProtectedProxy:
     path: str
     scopes: tuple[str, ...]
     has_github_app: bool = False
+    allowed_users: frozenset[str] = frozenset()
+    allowed_orgs: frozenset[str] = frozenset()
+    allowed_clients: frozenset[str] = frozenset()
+
+    def allowlist_refusal(self, login: str, orgs: list[str], client_id: str) -> str | None:
+        """Why the data plane will refuse (403) this proxy's requests with a token of `login` (or, with no
+        login, of the machine client `client_id`); None when the allowlists admit it (shared/allowlist.py)."""
+        if not login:
+            if client_allowed(self.allowed_clients, client_id):
+                return None
+            return f"OAuth client {client_id!r} is not among the allowed clients of {self.hostname}"
+        if user_allowed(self.allowed_users, self.allowed_orgs, login.lower(), [o.lower() for o in orgs]):
+            return None
+        return f"user {login!r} is not on the allowlist (users or organisations) of {self.hostname}"
 
     def admits(self, host: str, path: str) -> bool:
         if self.hostname.startswith("*."):
@@ -140,6 +155,9 @@ async def load_catalogue(
                 path=path,
                 scopes=tuple(scopes),
                 has_github_app=bool(config.github_client_id and config.github_client_secret_encrypted),
+                allowed_users=frozenset(config.allowed_users),
+                allowed_orgs=frozenset(config.allowed_orgs),
+                allowed_clients=frozenset(config.allowed_clients),
             )
         )
     return ResourceCatalogue(tuple(proxies), issuer, reserved_hosts)

@@ -156,7 +156,10 @@ class OAuthServer:
                 self.http,
             )
         self.metadata_documents = MetadataDocuments(
-            redis, self.http, allow_private_networks=settings.OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS
+            redis,
+            self.http,
+            allow_private_networks=settings.OAUTH_CIMD_ALLOW_PRIVATE_NETWORKS,
+            audit=self.audit,
         )
         self.registrations = Registrations(
             self.state,

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import WatchError
 
 from control_plane.records import (
     AuthorizationCode,
@@ -28,6 +29,9 @@ from control_plane.records import (
     UpstreamLogin,
 )
 from shared import keys
+
+from ..errors import StoreBusy
+from ..preconditions import etag_of, require_match
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,9 @@ def _parse(model: type[M], raw: str | bytes | None, key: str) -> M | None:
     except ValidationError as exc:
         log.error("ignoring invalid %s at %s: %s", model.__name__, key, exc)
         return None
+
+
+MAX_CONDITIONAL_ATTEMPTS = 20
 
 
 class OAuthState:
@@ -103,8 +110,35 @@ class OAuthState:
         parsed = (_parse(OAuthClient, value, key) for value in raw.values())
         return sorted((c for c in parsed if c is not None), key=lambda c: c.client_id)
 
-    async def delete_preregistered_client(self, client_id: str) -> bool:
-        return bool(await self._redis.hdel(keys.oauth_preregistered_clients(), client_id))
+    async def delete_preregistered_client(self, client_id: str, if_match: str | None = None) -> bool:
+        """Delete the client; with `if_match`, only while its ETag is one of those (else 412)."""
+        key = keys.oauth_preregistered_clients()
+        if if_match is None:
+            return bool(await self._redis.hdel(key, client_id))
+        what = f"OAuth client {client_id!r}"
+        return await self._delete_field_if_match(key, client_id, OAuthClient, if_match, what)
+
+    async def _delete_field_if_match(
+        self, key: str, field: str, model: type[BaseModel], if_match: str, what: str
+    ) -> bool:
+        """HDEL one field when the stored object's ETag matches `if_match` (preconditions.py), atomically:
+        the row is read under WATCH, so a write between the check and the delete re-runs the check. An
+        absent row deletes nothing (the caller's 404), it is not a 412."""
+        for _ in range(MAX_CONDITIONAL_ATTEMPTS):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    current = _parse(model, await pipe.hget(key, field), f"{key}[{field}]")
+                    if current is None:
+                        return False
+                    require_match(if_match, etag_of(current), what)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hdel(key, field)
+                    (deleted,) = await pipe.execute()
+                    return bool(deleted)
+                except WatchError:
+                    continue
+        raise StoreBusy(f"{what} kept changing; retry the request")
 
     # ---- authorization requests and upstream logins
 
@@ -258,6 +292,14 @@ class OAuthState:
         key = keys.oauth_consents(login)
         deleted = int(await self._redis.hdel(key, *consent_ids))
         if not await self._redis.exists(key):
+            await self._redis.srem(keys.oauth_consent_logins(), login)
+        return deleted
+
+    async def delete_consent_if_match(self, login: str, consent_id: str, if_match: str) -> bool:
+        key = keys.oauth_consents(login)
+        what = f"consent {consent_id!r}"
+        deleted = await self._delete_field_if_match(key, consent_id, OAuthConsent, if_match, what)
+        if deleted and not await self._redis.exists(key):
             await self._redis.srem(keys.oauth_consent_logins(), login)
         return deleted
 

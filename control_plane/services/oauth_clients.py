@@ -97,16 +97,18 @@ class PreRegisteredClients:
         principal.require_admin("list pre-registered OAuth clients")
         return [OAuthClientView.of(c) for c in await self._state.list_preregistered_clients()]
 
-    async def get(self, principal: Principal, client_id: str) -> OAuthClientView:
+    async def get(self, principal: Principal, client_id: str) -> OAuthClient:
+        """The stored record (what its ETag is computed from); answer with `OAuthClientView.of` it."""
         principal.require_admin("read pre-registered OAuth clients")
         client = await self._state.get_preregistered_client(client_id)
         if client is None:
             raise NotFound(f"pre-registered OAuth client {client_id!r} not found")
-        return OAuthClientView.of(client)
+        return client
 
-    async def delete(self, principal: Principal, client_id: str) -> None:
-        """Delete the client; tokens already issued to it stay valid until they expire (revoke them to end
-        sessions at once), and new authorizations and refreshes are refused."""
+    async def delete(self, principal: Principal, client_id: str, if_match: str | None = None) -> None:
+        """Delete the client (with `if_match`: only while its ETag matches, else 412); tokens already issued
+        to it stay valid until they expire (revoke them to end sessions at once), and new authorizations
+        and refreshes are refused."""
         principal.require_admin("delete pre-registered OAuth clients")
-        if not await self._state.delete_preregistered_client(client_id):
+        if not await self._state.delete_preregistered_client(client_id, if_match):
             raise NotFound(f"pre-registered OAuth client {client_id!r} not found")

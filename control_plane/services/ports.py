@@ -95,6 +95,7 @@ class PortService:
                     "service to release it"
                 )
             write = ConfigWrite()
+            write.about(port_allocations(), allocation.field, f"port {port}/{protocol}")
             write.delete(port_allocations(), allocation.field)
             return write
 

@@ -5,11 +5,15 @@ intermediary rejects a mismatch with 400 so routing or policy decided on headers
 prompts/get) or `params.uri` (resources/read, resources/subscribe, resources/unsubscribe). Requests without
 these headers are not checked. A batch (JSON array) cannot match single-valued headers and is refused when
 they are present.
+
+On an unprotected proxy the body is never read (it streams), so nothing is checked; the request log still
+names the headers' method and tool (`logged_fields`), keeping only well-formed, bounded values.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 NAME_PARAM = {
@@ -19,6 +23,25 @@ NAME_PARAM = {
     "resources/subscribe": "uri",
     "resources/unsubscribe": "uri",
 }
+
+
+# JSON-RPC method names as MCP spells them (tools/call, notifications/initialized, ...).
+_LOGGED_METHOD = re.compile(rb"[A-Za-z0-9_./$-]{1,128}")
+# A tool or prompt name, or a resource URI: visible ASCII (no spaces or control characters), bounded.
+_LOGGED_NAME = re.compile(rb"[\x21-\x7e]{1,512}")
+
+
+def logged_fields(mcp_method: bytes | None, mcp_name: bytes | None) -> tuple[str, str]:
+    """(method, name) for the request log of an unchecked request: "" for a missing or malformed value, and
+    no name for a method that names nothing (as NAME_PARAM says; the checked path could not log one)."""
+    method = (mcp_method or b"").strip()
+    if not _LOGGED_METHOD.fullmatch(method):
+        return "", ""
+    text = method.decode("ascii")
+    name = (mcp_name or b"").strip()
+    if text not in NAME_PARAM or not _LOGGED_NAME.fullmatch(name):
+        return text, ""
+    return text, name.decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)

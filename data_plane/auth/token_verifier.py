@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from jose import jws
 from jose.exceptions import JOSEError
 
+from shared.allowlist import client_allowed, user_allowed
+
 ALLOWED_ALGORITHMS = frozenset({"RS256"})
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 DEFAULT_LEEWAY_SECONDS = 30
@@ -273,7 +275,7 @@ def authorise(identity: Identity, requirements: TokenRequirements) -> Decision:
     if not identity.login:
         # A machine token (client_credentials): no user stands behind it, so the user and organisation
         # rules (including '*') never admit it; only its client id on the proxy's allowed clients does.
-        if identity.client_id and identity.client_id in requirements.allowed_clients:
+        if client_allowed(requirements.allowed_clients, identity.client_id):
             return Allow(identity)
         return Deny(
             403,
@@ -281,8 +283,7 @@ def authorise(identity: Identity, requirements: TokenRequirements) -> Decision:
             f"OAuth client {identity.client_id!r} is not allowed to use this service; "
             "ask the operator of this proxy to add it to its allowed clients",
         )
-    users = requirements.allowed_users
-    if "*" in users or identity.login in users or requirements.allowed_orgs.intersection(identity.orgs):
+    if user_allowed(requirements.allowed_users, requirements.allowed_orgs, identity.login, identity.orgs):
         return Allow(identity)
     # Say who can fix it, never who is allowed.
     return Deny(

@@ -377,6 +377,8 @@ class ClientConnection(Stream):
                 if isinstance(checked, bool):
                     return checked
                 body = checked
+            elif decision.mcp_logged is not None:
+                record.mcp_method, record.mcp_tool = decision.mcp_logged
             if decision.websocket:
                 return await relay_websocket(self, request, decision, record)
             return await relay_http(self, request, decision, record, body)

@@ -70,7 +70,7 @@ class ExchangeRecord:
         self.route_id: str | None = None
         self.user = ""  # the verified token's login (or subject) on a protected proxy
         self.client_id = ""  # and its OAuth client
-        self.mcp_method = ""  # the Mcp-Method / Mcp-Name headers the gate checked against the body
+        self.mcp_method = ""  # the Mcp-Method / Mcp-Name headers (request_log.RequestLogEntry says how)
         self.mcp_tool = ""
         self.finished = False
 

@@ -8,7 +8,8 @@
 - `GateReply`: an answer the auth gate composed for a protected proxy (PRM, CORS preflight, 401/403);
 - `AcmeLookup`: an ACME HTTP-01 challenge, answered from Redis before routing and auth, on any host;
 - `Relay`: send it upstream: which proxy and upstream, and the client headers as the gate left them, the
-  identity to assert, CORS of the relayed answer, and an Mcp-* body check still to run.
+  identity to assert, CORS of the relayed answer, and an Mcp-* body check still to run (protected proxies)
+  or the Mcp-* header values to log (unprotected ones, whose body is never read).
 The request target was normalised before (protocol.request_target): routing, auth and the upstream all see
 the same path. Unprotected proxies pay one truthiness check for the gate. Nothing here does I/O or reads the
 clock (`now` comes in).
@@ -31,6 +32,7 @@ from data_plane.auth.gate import (
     effective_scheme,
 )
 from data_plane.auth.gate import decide as gate_decide
+from data_plane.auth.mcp_headers import logged_fields
 from data_plane.protocol.forwarding import AssertedIdentity, ResponseCors
 from data_plane.protocol.https_redirect import https_location
 from data_plane.protocol.request_target import RequestTarget
@@ -53,16 +55,22 @@ class RequestHead(NamedTuple):
     chunked: bool
     upgrade: bool
     keep_alive: bool  # h11's rule: HTTP/1.1 and no `close` token in Connection
+    mcp_method: bytes | None = None  # the Mcp-Method / Mcp-Name headers (MCP 2026-07-28), when sent
+    mcp_name: bytes | None = None
 
     @property
     def has_body(self) -> bool:
         return self.chunked or self.content_length > 0
 
 
+_MCP_HEADERS = frozenset({b"mcp-method", b"mcp-name"})
+
+
 def request_head(method: bytes, target: bytes, http_version: bytes, headers: Headers) -> RequestHead:
     host = b""
     content_length = -1
     chunked = upgrade = close = False
+    mcp_method = mcp_name = None
     for name, value in headers:
         if name == b"host":
             host = value
@@ -74,9 +82,24 @@ def request_head(method: bytes, target: bytes, http_version: bytes, headers: Hea
             upgrade = True
         elif name == b"connection" and b"close" in value.lower():
             close = close or any(t.strip() == b"close" for t in value.lower().split(b","))
+        elif name in _MCP_HEADERS:  # one set lookup for every other header, not two comparisons
+            if name == b"mcp-method":
+                mcp_method = value
+            else:
+                mcp_name = value
     keep_alive = http_version == b"1.1" and not close
     return RequestHead(
-        method, target, http_version, headers, host, content_length, chunked, upgrade, keep_alive
+        method,
+        target,
+        http_version,
+        headers,
+        host,
+        content_length,
+        chunked,
+        upgrade,
+        keep_alive,
+        mcp_method,
+        mcp_name,
     )
 
 
@@ -114,6 +137,9 @@ class Relay(NamedTuple):
     websocket: bool
     login: str = ""  # who the request runs as (the gate's Forward.login), for the request log
     client_id: str = ""  # the token's OAuth client (Forward.client_id), for the request log
+    # An unprotected proxy's Mcp-Method / Mcp-Name headers for the request log (mcp_headers.logged_fields:
+    # well-formed values only, unchecked since its body is never read); None when it sent neither.
+    mcp_logged: tuple[str, str] | None = None
 
 
 Decision = Reply | GateReply | AcmeLookup | Relay
@@ -172,6 +198,7 @@ def decide(
     login = client_id = ""
     cors: ResponseCors | None = None
     check: McpCheck | None = None
+    logged: tuple[str, str] | None = None
     if policies and entry.hostname in policies:
         gate = gate_decide(
             policies[entry.hostname],
@@ -195,8 +222,21 @@ def decide(
         else:
             assert type(gate) is Answer
             return GateReply(gate, discard_body=close)
+    elif request.mcp_method is not None or request.mcp_name is not None:
+        logged = logged_fields(request.mcp_method, request.mcp_name)
     upstream, route_id = select_upstream(entry, request.method.decode("ascii"), path)
     websocket = request.upgrade and is_websocket_upgrade(request.headers)
     return Relay(
-        entry, upstream, route_id, parsed.target, headers, asserted, cors, check, websocket, login, client_id
+        entry,
+        upstream,
+        route_id,
+        parsed.target,
+        headers,
+        asserted,
+        cors,
+        check,
+        websocket,
+        login,
+        client_id,
+        logged,
     )

@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from control_plane.oauth.api_access import CLI_CLIENT_ID
+from control_plane.oauth.consent import consent_id
+from control_plane.oauth.state_store import OAuthState
+from control_plane.records import OAuthConsent
 from shared import keys
 from tests.conftest import REPO_ROOT
 from tests.control_plane.conftest import ADMIN, RunningControlPlane, bearer
@@ -95,6 +99,35 @@ async def dead_letter(cp: RunningControlPlane, event: dict[str, str]) -> str:
         await client.aclose()
 
 
+async def remembered_consent(cp: RunningControlPlane, n: str) -> str:
+    """A user's remembered consent, as the consent page leaves one; returns its id."""
+    client = aioredis.Redis.from_url(
+        cp.env["REDIS_URL"], password=cp.env["REDIS_PASSWORD"], decode_responses=True
+    )
+    login, client_id, scopes, resources = (
+        f"user-{n}",
+        "matrix-client",
+        ["mcp"],
+        [f"https://p-{n}.example.net"],
+    )
+    now = time.time()
+    record = OAuthConsent(
+        consent_id=consent_id(login, client_id, scopes, resources),
+        login=login,
+        client_id=client_id,
+        client_name="matrix",
+        scopes=scopes,
+        resources=resources,
+        created_at=now,
+        expires_at=now + 3600,
+    )
+    try:
+        await OAuthState(client).put_consent(record)
+    finally:
+        await client.aclose()
+    return record.consent_id
+
+
 async def build_world(http: httpx.AsyncClient, cp: RunningControlPlane) -> World:
     n = f"{next(_counter)}x{secrets.token_hex(2)}"
     tokens = {}
@@ -150,6 +183,7 @@ async def build_world(http: httpx.AsyncClient, cp: RunningControlPlane) -> World
         "other_host": other_host,
         "workflow": "acme",
         "item": await dead_letter(cp, {"reason": "renew", "cert_name": f"c-{n}"}),
+        "consent_id": await remembered_consent(cp, n),
     }
     return World(n, tokens["owner"], tokens["other"], names)
 

@@ -4,12 +4,18 @@ leaves the object as it was, `*` matches any existing object, and no If-Match ke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+
+from control_plane.oauth.consent import consent_id
+from control_plane.oauth.state_store import OAuthState
+from control_plane.records import OAuthConsent
 
 from .conftest import ADMIN, bearer, create_token
 
@@ -270,3 +276,117 @@ async def test_another_tokens_if_match_gets_403_never_412(api: httpx.AsyncClient
         assert answer.status_code == 403, (method, answer.status_code, answer.text)
         assert "etag" not in answer.headers
     assert (await api.get(url, headers=owner)).json()["enabled"] is True
+
+
+async def _consent(redis_client: aioredis.Redis, login: str = "alice", scope: str = "mcp") -> str:
+    """A remembered consent, as the consent page leaves one (approving the same sets again replaces it)."""
+    now = time.time()
+    record = OAuthConsent(
+        consent_id=consent_id(login, "etag-client", [scope], ["https://mcp.example.com"]),
+        login=login,
+        client_id="etag-client",
+        client_name="etag",
+        scopes=[scope],
+        resources=["https://mcp.example.com"],
+        created_at=now,
+        expires_at=now + 3600,
+    )
+    await OAuthState(redis_client).put_consent(record)
+    return record.consent_id
+
+
+async def _delete_only_kind(
+    api: httpx.AsyncClient, url: str, recreate: Callable[[], Awaitable[None]], headers: dict[str, str]
+) -> None:
+    """An object with only DELETE: a tag read before the object was deleted and made again is stale (412,
+    nothing deleted); the current tag, or `*`, deletes it; a tag on a missing object is 404."""
+    first = await api.get(url, headers=headers)
+    assert first.status_code == 200, first.text
+    stale = first.headers["etag"]
+    assert stale.startswith('"') and len(stale) == 66
+    assert (await api.delete(url, headers=headers)).status_code == 204  # no If-Match: as before
+    await recreate()
+    current = (await api.get(url, headers=headers)).headers["etag"]
+    assert current != stale
+    refused = await api.delete(url, headers={**headers, "If-Match": stale})
+    assert refused.status_code == 412, refused.text
+    assert "changed by someone else" in refused.json()["detail"]
+    assert (await api.get(url, headers=headers)).headers["etag"] == current
+    weak = await api.delete(url, headers={**headers, "If-Match": f"W/{current}"})
+    assert weak.status_code == 412
+    deleted = await api.delete(url, headers={**headers, "If-Match": f'"x", {current}'})
+    assert deleted.status_code == 204, deleted.text
+    assert (await api.get(url, headers=headers)).status_code == 404
+    assert (await api.delete(url, headers={**headers, "If-Match": "*"})).status_code == 404
+    await recreate()
+    assert (await api.delete(url, headers={**headers, "If-Match": "*"})).status_code == 204
+
+
+async def test_port_release_honours_if_match(api: httpx.AsyncClient) -> None:
+    tenant = bearer(await create_token(api, "port-owner"))
+    port = (await api.post("/api/v1/ports/", json={"purpose": "etag"}, headers=tenant)).json()["port"]
+
+    async def allocate_again() -> None:
+        body = {"port": port, "purpose": "etag again"}
+        answer = await api.post("/api/v1/ports/", json=body, headers=tenant)
+        assert answer.status_code == 201, answer.text
+
+    await _delete_only_kind(api, f"/api/v1/ports/{port}", allocate_again, tenant)
+
+
+async def test_oauth_client_delete_honours_if_match(api: httpx.AsyncClient) -> None:
+    body = {"client_name": "etag app", "redirect_uris": ["https://app.example/cb"]}
+    made = await api.post("/api/v1/oauth/clients/", json=body, headers=ADMIN)
+    assert made.status_code == 201, made.text
+    url = "/api/v1/oauth/clients/" + made.json()["client_id"]
+    view = await api.get(url, headers=ADMIN)
+    assert "client_secret" not in view.json() and "client_secret_sha256" not in view.json()
+    etag = view.headers["etag"]
+
+    # A client deleted and registered again is another client (another id): the old tag cannot match it.
+    refused = await api.delete(url, headers={**ADMIN, "If-Match": '"0' + etag[2:]})
+    assert refused.status_code == 412, refused.text
+    assert (await api.get(url, headers=ADMIN)).status_code == 200
+    deleted = await api.delete(url, headers={**ADMIN, "If-Match": etag})
+    assert deleted.status_code == 204, deleted.text
+    assert (await api.get(url, headers=ADMIN)).status_code == 404
+    assert (await api.delete(url, headers={**ADMIN, "If-Match": "*"})).status_code == 404
+
+
+async def test_consent_revocation_honours_if_match(
+    api: httpx.AsyncClient, redis_client: aioredis.Redis
+) -> None:
+    record_id = await _consent(redis_client)
+
+    async def approve_again() -> None:
+        assert await _consent(redis_client) == record_id  # the same sets: the same id, a renewed record
+
+    await _delete_only_kind(api, f"/api/v1/oauth/consents/{record_id}", approve_again, ADMIN)
+    listed = await api.get("/api/v1/oauth/consents/", headers=ADMIN)
+    assert listed.json() == []
+
+
+@pytest.mark.parametrize("if_match", ['"not-the-tag"', "*"])
+async def test_another_tokens_if_match_on_ports_clients_and_consents_is_403_never_412(
+    api: httpx.AsyncClient, redis_client: aioredis.Redis, if_match: str
+) -> None:
+    owner = bearer(await create_token(api, "port-holder"))
+    stranger = bearer(await create_token(api, "port-stranger"))
+    port = (await api.post("/api/v1/ports/", json={"purpose": "mine"}, headers=owner)).json()["port"]
+    made = await api.post(
+        "/api/v1/oauth/clients/",
+        json={"client_name": "admin's", "redirect_uris": ["https://app.example/cb"]},
+        headers=ADMIN,
+    )
+    record_id = await _consent(redis_client)
+    urls = [
+        f"/api/v1/ports/{port}",
+        "/api/v1/oauth/clients/" + made.json()["client_id"],
+        f"/api/v1/oauth/consents/{record_id}",
+    ]
+    for url in urls:
+        for method in ("GET", "DELETE"):
+            answer = await api.request(method, url, headers={**stranger, "If-Match": if_match})
+            assert answer.status_code == 403, (method, url, answer.status_code, answer.text)
+            assert "etag" not in answer.headers
+        assert (await api.get(url, headers=ADMIN)).status_code == 200
