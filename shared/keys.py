@@ -350,7 +350,12 @@ def workflow_dead_letters(stream: str) -> str:
 #     {mhp-log}:uip:<m|h>:<host>:<bucket>     HLL   client IPs of that bucket
 #     {mhp-log}:uus:<m|h>:<host>:<bucket>     HLL   users of that bucket
 #     {mhp-log}:top:<path|user|tool>:<m|h>:<host>:<bucket>   zset value -> count (kept to LOG_TOP_KEEP)
+#     {mhp-log}:agg-all:<m|h>:<bucket>        hash  the same counters over every proxy together (the indexer
+#     {mhp-log}:uip-all:<m|h>:<bucket>        HLL   adds each entry to its proxy's bucket and to these, so
+#     {mhp-log}:uus-all:<m|h>:<bucket>        HLL   stats over all proxies read one key per bucket, not one
+#     {mhp-log}:top-all:<path|user|tool>:<m|h>:<bucket>   zset  per proxy and bucket)
 #     {mhp-log}:agg-hosts:<m|h>:<bucket>      set   hosts with traffic in that bucket (admin-wide stats)
+#     {mhp-log}:stats-scratch                 HLL   a stats script's scratch union (deleted by that script)
 #     {mhp-log}:trim-lock                     string one replica's retention pass per interval
 # Bucket numbers are Unix minutes / hours (UTC). Every aggregate key carries a TTL (its retention).
 
@@ -387,6 +392,27 @@ def log_unique_users(granularity: str, host: str, bucket: int) -> str:
 
 def log_top(dimension: str, granularity: str, host: str, bucket: int) -> str:
     return f"{LOG_TAG}:top:{dimension}:{granularity}:{host}:{bucket}"
+
+
+def log_aggregate_all(granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:agg-all:{granularity}:{bucket}"
+
+
+def log_unique_ips_all(granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:uip-all:{granularity}:{bucket}"
+
+
+def log_unique_users_all(granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:uus-all:{granularity}:{bucket}"
+
+
+def log_top_all(dimension: str, granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:top-all:{dimension}:{granularity}:{bucket}"
+
+
+def log_stats_scratch() -> str:
+    """Scratch HyperLogLog of a stats union too large for one PFCOUNT (made and deleted in one script)."""
+    return f"{LOG_TAG}:stats-scratch"
 
 
 def log_aggregate_hosts(granularity: str, bucket: int) -> str:

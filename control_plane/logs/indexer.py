@@ -77,6 +77,33 @@ local function index(dimension, value, ms, id)
     index_keys[key] = true
   end
 end
+-- One entry into the aggregates of one bucket: `family` '' for a proxy's keys, '-all' for every proxy's.
+local function aggregate(family, suffix, seconds_to_live, e, class, seconds, hbucket, ip, user, path, tool)
+  local akey = P .. ':agg' .. family .. ':' .. suffix
+  bump(counters, akey, 'n', 1)
+  bump(counters, akey, 's' .. class, 1)
+  bump(counters, akey, 'bin', tonumber(e.bytes_in) or 0)
+  bump(counters, akey, 'bout', tonumber(e.bytes_out) or 0)
+  bump(counters, akey, 'lat', math.floor(seconds * 1000000))
+  bump(counters, akey, 'h' .. hbucket, 1)
+  expiries[akey] = seconds_to_live
+  if ip ~= '' then
+    local key = P .. ':uip' .. family .. ':' .. suffix
+    push(uniques, key, ip); expiries[key] = seconds_to_live
+  end
+  if user ~= '' then
+    local key = P .. ':uus' .. family .. ':' .. suffix
+    push(uniques, key, user); expiries[key] = seconds_to_live
+    key = P .. ':top' .. family .. ':user:' .. suffix
+    bump(tops, key, user, 1); expiries[key] = seconds_to_live
+  end
+  local key = P .. ':top' .. family .. ':path:' .. suffix
+  bump(tops, key, path, 1); expiries[key] = seconds_to_live
+  if tool ~= '' then
+    key = P .. ':top' .. family .. ':tool:' .. suffix
+    bump(tops, key, tool, 1); expiries[key] = seconds_to_live
+  end
+end
 for _, row in ipairs(rows) do
   local id, flat = row[1], row[2]
   local e = {}
@@ -125,26 +152,9 @@ for _, row in ipairs(rows) do
     if path == '' then path = '/' end
     local buckets = {m = math.floor(ms / 60000), h = hour}
     for g, b in pairs(buckets) do
-      local suffix = g .. ':' .. host .. ':' .. b
-      local akey = P .. ':agg:' .. suffix
-      bump(counters, akey, 'n', 1)
-      bump(counters, akey, 's' .. class, 1)
-      bump(counters, akey, 'bin', tonumber(e.bytes_in) or 0)
-      bump(counters, akey, 'bout', tonumber(e.bytes_out) or 0)
-      bump(counters, akey, 'lat', math.floor(seconds * 1000000))
-      bump(counters, akey, 'h' .. hbucket, 1)
-      expiries[akey] = ttl[g]
-      if ip ~= '' then
-        push(uniques, P .. ':uip:' .. suffix, ip); expiries[P .. ':uip:' .. suffix] = ttl[g]
-      end
-      if user ~= '' then
-        push(uniques, P .. ':uus:' .. suffix, user); expiries[P .. ':uus:' .. suffix] = ttl[g]
-        bump(tops, P .. ':top:user:' .. suffix, user, 1); expiries[P .. ':top:user:' .. suffix] = ttl[g]
-      end
-      bump(tops, P .. ':top:path:' .. suffix, path, 1); expiries[P .. ':top:path:' .. suffix] = ttl[g]
-      if tool ~= '' then
-        bump(tops, P .. ':top:tool:' .. suffix, tool, 1); expiries[P .. ':top:tool:' .. suffix] = ttl[g]
-      end
+      -- The proxy's bucket, and the bucket of every proxy together (what stats over all proxies read).
+      aggregate('', g .. ':' .. host .. ':' .. b, ttl[g], e, class, seconds, hbucket, ip, user, path, tool)
+      aggregate('-all', g .. ':' .. b, ttl[g], e, class, seconds, hbucket, ip, user, path, tool)
       local hkeys = P .. ':agg-hosts:' .. g .. ':' .. b
       push(hosts, hkeys, host)
       expiries[hkeys] = ttl[g]
