@@ -8,7 +8,8 @@ hours (the data plane's own field encoder, XADD with explicit ids), then measure
   with the CPU seconds of each side;
 - Redis memory per million entries: the stream alone, then with indexes and aggregates;
 - search latency (p50/p95 over `--samples` runs of each query shape, in-process: no HTTP);
-- stats latency for a day (hour buckets), one host and every host.
+- stats latency for a day (hour buckets): one host, every host (the admin), a token owning 3 proxies and one
+  owning them all.
 See tests/bench/README.md ("Request-log index") for the targets and the last results.
 """
 
@@ -96,8 +97,9 @@ async def memory_by_family(redis: aioredis.Redis) -> dict[str, tuple[int, int]]:
             sizes = await pipe.execute()
         for key, size in zip(batch, sizes, strict=True):
             parts = key.removeprefix(keys.LOG_TAG + ":").split(":")
-            family = ":".join(parts[:2]) if parts[0] in ("ix", "agg", "uip", "uus", "agg-hosts") else parts[0]
-            if parts[0] == "top":
+            two_part = ("ix", "agg", "uip", "uus", "agg-hosts", "agg-all", "uip-all", "uus-all")
+            family = ":".join(parts[:2]) if parts[0] in two_part else parts[0]
+            if parts[0] in ("top", "top-all"):
                 family = ":".join(parts[:3])
             count, total = families.get(family, (0, 0))
             families[family] = (count + 1, total + int(size or 0))
@@ -216,10 +218,15 @@ async def bench(args: argparse.Namespace) -> None:
         stats = LogStats(
             redis, minute_retention_seconds=2 * DAY_SECONDS, hour_retention_seconds=35 * DAY_SECONDS
         )
+        everything = HostScope.of("tenant", dict.fromkeys(hosts, "tenant"))
         print(f"stats, {args.samples} runs each (ms):")
         for name, make_request in {
             "one host, a day by hour": lambda _i: StatsRequest(*day, "hour", 5, rng.choice(hosts), None),
             "every host, a day by hour": lambda _i: StatsRequest(*day, "hour", 5, None, None),
+            "tenant (3 proxies), a day by hour": lambda _i: StatsRequest(*day, "hour", 5, None, owned),
+            f"tenant (all {len(hosts)}), a day by hour": lambda _i: StatsRequest(
+                *day, "hour", 5, None, everything
+            ),
             "one host, an hour by minute": lambda _i: StatsRequest(
                 *hour, "minute", 5, rng.choice(hosts), None
             ),
@@ -231,7 +238,7 @@ async def bench(args: argparse.Namespace) -> None:
                 await stats.stats(make_request(index))
 
             p50, p95 = await timed(args.samples, run_stats)
-            print(f"  {name:<30} p50 {p50:7.2f}  p95 {p95:7.2f}")
+            print(f"  {name:<34} p50 {p50:7.2f}  p95 {p95:7.2f}")
     finally:
         await redis.aclose()
         server.service.stop()
