@@ -30,7 +30,11 @@ from .entries import LATENCY_BOUNDS_MS
 
 log = logging.getLogger(__name__)
 
-TOP_KEEP: Final = 200  # members kept per top-N zset per bucket (the tail is approximate: see README)
+# Members kept per top-N zset per bucket (the tail is approximate: see README): back to TOP_KEEP whenever a
+# batch would leave more than TOP_MAX, so each stays within Redis's compact listpack encoding
+# (zset-max-listpack-entries, 128 by default) instead of a skiplist of ~100 bytes per member.
+TOP_KEEP: Final = 100
+TOP_MAX: Final = 128
 PATH_KEY_CHARS: Final = 200
 
 # The script reads the entries itself (XREADGROUP, or XRANGE for ids a claim took over), so an entry never
@@ -39,10 +43,11 @@ PATH_KEY_CHARS: Final = 200
 # (claim mode) the ids to index. Returns {entries read, entries counted, last id read}.
 # Key names are built here with the formats of shared/keys.py (tests check the two agree).
 INDEX_SCRIPT: Final = (
-    "local BOUNDS = {"
-    + ", ".join(str(bound) for bound in LATENCY_BOUNDS_MS)
-    + "}\n"
-    + """local P, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+    (
+        "local BOUNDS = {"
+        + ", ".join(str(bound) for bound in LATENCY_BOUNDS_MS)
+        + "}\n"
+        + """local P, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl = {m = tonumber(ARGV[5]), h = tonumber(ARGV[6])}
 local keep = tonumber(ARGV[7])
 local rid_ttl = tonumber(ARGV[8])
@@ -171,9 +176,33 @@ local function chunked(command, key, values)
 end
 for key, values in pairs(uniques) do chunked('PFADD', key, values) end
 for key, values in pairs(hosts) do chunked('SADD', key, values) end
+-- A top set never holds more than TOP_MAX members, not even for a moment: past that Redis turns it into a
+-- skiplist for good. When this batch could take it over, the merge happens here: the `keep` highest counts
+-- stay (ties: the greater value, as ZREMRANGEBYRANK of the lowest ranks would leave), the rest go.
 for key, row in pairs(tops) do
-  for member, n in pairs(row) do redis.call('ZINCRBY', key, n, member) end
-  if redis.call('ZCARD', key) > 2 * keep then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
+  local added = 0
+  for _ in pairs(row) do added = added + 1 end
+  if redis.call('ZCARD', key) + added <= TOP_MAX then
+    for member, n in pairs(row) do redis.call('ZINCRBY', key, n, member) end
+  else
+    local merged, present, ranked = {}, {}, {}
+    local current = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for i = 1, #current, 2 do
+      merged[current[i]] = tonumber(current[i + 1]); present[current[i]] = true
+    end
+    for member, n in pairs(row) do merged[member] = (merged[member] or 0) + n end
+    for member, n in pairs(merged) do ranked[#ranked + 1] = {member, n} end
+    table.sort(ranked, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] > b[1]) end)
+    local gone = {}
+    for i = keep + 1, #ranked do
+      if present[ranked[i][1]] then gone[#gone + 1] = ranked[i][1] end
+    end
+    if #gone > 0 then redis.call('ZREM', key, unpack(gone)) end
+    for i = 1, math.min(keep, #ranked) do
+      local member = ranked[i][1]
+      if row[member] then redis.call('ZINCRBY', key, row[member], member) end
+    end
+  end
 end
 for key, seconds in pairs(expiries) do redis.call('EXPIRE', key, seconds) end
 local names = {}
@@ -184,7 +213,10 @@ for first = 1, #ids, 1000 do
 end
 return {#rows, counted, rows[#rows] and rows[#rows][1] or ''}
 """
-).replace("PATH_CHARS", str(PATH_KEY_CHARS))
+    )
+    .replace("PATH_CHARS", str(PATH_KEY_CHARS))
+    .replace("TOP_MAX", str(TOP_MAX))
+)
 INDEX_SCRIPT_SHA1: Final = hashlib.sha1(INDEX_SCRIPT.encode()).hexdigest()
 
 

@@ -1,7 +1,7 @@
 """Log stats from the indexer's aggregates: per proxy and per minute or hour bucket, requests, status
 classes, latency percentiles (from a fixed histogram, so approximate within a bucket's bounds), bytes,
 unique client IPs and users (HyperLogLog, about 0.8% standard error) and top paths, users and MCP tools
-(each bucket keeps its TOP_KEEP most frequent values, and a range sums each bucket's top 4 x `top`, so
+(each bucket keeps its TOP_KEEP-TOP_MAX most frequent values, and a range sums each bucket's top 4 x `top`, so
 rare values are approximate; the frequent ones are exact).
 
 Buckets are aligned to UTC minutes/hours; every bucket that overlaps the range is reported whole. Only

@@ -5,12 +5,14 @@ batch counts once there too, and every aggregate key expires with the rest."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from control_plane.logs.entries import LATENCY_BOUNDS_MS, percentile_ms
+from control_plane.logs.indexer import TOP_MAX
 from control_plane.logs.query import HostScope
 from control_plane.logs.stats import LogStats, StatsRequest
 from data_plane.request_log import RequestLogEntry
@@ -216,3 +218,19 @@ async def test_every_aggregate_key_expires_with_its_proxys(redis_client: aioredi
         (keys.log_unique_ips_all("h", hour), keys.log_unique_ips("h", HOSTS[0], hour)),
     ):
         assert abs(await redis_client.ttl(all_key) - await redis_client.ttl(own_key)) <= 1
+
+
+async def test_top_sets_stay_compact_and_keep_the_frequent_values(redis_client: aioredis.Redis) -> None:
+    """However many distinct values a bucket sees, its top set never passes TOP_MAX members, so Redis keeps
+    it in the listpack encoding (a skiplist, once made, stays one); the frequent values keep exact counts."""
+    frequent = [varied(n) for n in range(200)]  # paths /mcp/0../mcp/3, 50 each
+    rare = [dataclasses.replace(varied(1000 + n), path=f"/rare/{n}", host=HOSTS[0]) for n in range(400)]
+    await write(redis_client, frequent[:100] + rare + frequent[100:])
+    await drain(indexer(redis_client, "a"))
+    first_id = (await redis_client.xrange(STREAM, count=1))[0][0]
+    hour = int(first_id.split("-")[0]) // 3_600_000
+    for key in (keys.log_top("path", "h", HOSTS[0], hour), keys.log_top_all("path", "h", hour)):
+        assert await redis_client.zcard(key) <= TOP_MAX, key
+        assert await redis_client.object("encoding", key) == "listpack", key
+    together = (await answer(redis_client))["all"]["totals"]["top_paths"]
+    assert together[:4] == [{"value": f"/mcp/{n}", "count": 50} for n in range(4)]
