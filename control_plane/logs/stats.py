@@ -12,14 +12,14 @@ of them together: per proxy, thousands of small lists would cost more than the r
 
 How each answer is read (its cost is the keys it reads and what Redis sends back):
 - one host: two pipelined round trips over that proxy's buckets;
-- every proxy (the admin): `all` from the indexer's cross-proxy aggregates (one hash, two HyperLogLogs and
-  three top sets per bucket), and the per-proxy totals summed inside Redis by one script (SUM_SCRIPT);
-- the proxies a token owns: the same script also sums `all` over those proxies, bucket by bucket.
+- several proxies: one script (SUM_SCRIPT) sums each proxy's totals inside Redis, and reads `all` from the
+  indexer's cross-proxy aggregates (one hash, two HyperLogLogs and three top sets per bucket) for the admin,
+  and for a token that owns every proxy with traffic in the range; for a token that owns some of them it
+  sums `all` over its proxies, bucket by bucket.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -106,15 +106,19 @@ return out
 """
 TOP_DEPTH_FACTOR = 4
 
-# Sums the aggregates of several proxies inside Redis, so a many-proxy answer is one reply instead of a
-# few thousand. KEYS[1] a scratch key for unions too large for one PFCOUNT. ARGV: key prefix, granularity,
-# top, depth, 1 to sum `all` bucket by bucket too (a token's own proxies; the admin's comes from the
-# cross-proxy keys), the number of buckets, the buckets, the hosts. Returns {proxies, all}: proxies =
-# {host, counters, unique ips, unique users} per host with traffic; all = {} or
-# {counters, unique ips, unique users, tops x3, {bucket, counters, ips, users} per bucket with traffic}.
-# Counters are flat field/value lists, tops flat value/count lists (numbers as decimal strings).
+# Stats over several proxies in one script, so the answer is one reply instead of a few thousand. KEYS[1] a
+# scratch key for unions too large for one PFCOUNT. ARGV: key prefix, granularity, top, depth, mode, the
+# number of buckets, the buckets, the hosts (sorted). Per-proxy totals are summed from each host's buckets.
+# `all` depends on the mode:
+#   cross - read from the indexer's cross-proxy keys: a few per bucket however many proxies (the admin);
+#   owned - the same, when every host with traffic in these buckets is one of `hosts` (checked here, in the
+#           same atomic script as the read, so no other owner's entry can be counted); else as `sum`;
+#   sum   - summed over `hosts`, bucket by bucket (a token that owns some of the proxies with traffic).
+# Returns {proxies, all}: proxies = {host, counters, unique ips, unique users} per host with traffic; all =
+# {counters, unique ips, unique users, top paths, users, tools, {bucket, counters, ips, users} per bucket
+# with traffic}. Counters are flat field/value lists, tops flat value/count lists (numbers as decimal text).
 SUM_SCRIPT = """
-local P, g, top, depth, with_all = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local P, g, top, depth, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local nbuckets = tonumber(ARGV[6])
 local buckets, hosts = {}, {}
 for i = 7, 6 + nbuckets do buckets[#buckets + 1] = ARGV[i] end
@@ -152,50 +156,72 @@ local function ordered(sums)
   end
   return out
 end
-local proxies = {}
-local all_counters, all_ips, all_users, all_tops, by_bucket = {}, {}, {}, {{}, {}, {}}, {}
--- Top lists only for `all`: summing them per proxy too would cost more than the rest together.
-for _, host in ipairs(hosts) do
-  local counters, ips, users, filled = {}, {}, {}, false
+-- One bucket's numbers into a sum: its counters, the names of its HyperLogLogs, its tops' key names.
+local function gather(sum, b, row, uip, uus, top_prefix, suffix)
+  add(sum.counters, row)
+  sum.ips[#sum.ips + 1] = uip
+  sum.users[#sum.users + 1] = uus
+  for d, dimension in ipairs(DIMENSIONS) do
+    local key = top_prefix .. dimension .. ':' .. suffix
+    add(sum.tops[d], redis.call('ZREVRANGE', key, 0, depth - 1, 'WITHSCORES'))
+  end
+  local at = sum.by_bucket[b]
+  if not at then at = {counters = {}, ips = {}, users = {}}; sum.by_bucket[b] = at end
+  add(at.counters, row)
+  at.ips[#at.ips + 1] = uip
+  at.users[#at.users + 1] = uus
+end
+local function summary(sum)
+  local rows = {}
   for _, b in ipairs(buckets) do
-    local row = redis.call('HGETALL', P .. ':agg:' .. g .. ':' .. host .. ':' .. b)
+    local at = sum.by_bucket[b]
+    if at then rows[#rows + 1] = {b, flat(at.counters), union(at.ips), union(at.users)} end
+  end
+  return {flat(sum.counters), union(sum.ips), union(sum.users),
+    ordered(sum.tops[1]), ordered(sum.tops[2]), ordered(sum.tops[3]), rows}
+end
+local function empty_sum()
+  return {counters = {}, ips = {}, users = {}, tops = {{}, {}, {}}, by_bucket = {}}
+end
+if mode == 'owned' then
+  local mine = {}
+  for _, host in ipairs(hosts) do mine[host] = true end
+  mode = 'cross'
+  for _, b in ipairs(buckets) do
+    for _, host in ipairs(redis.call('SMEMBERS', P .. ':agg-hosts:' .. g .. ':' .. b)) do
+      if not mine[host] then mode = 'sum'; break end
+    end
+    if mode == 'sum' then break end
+  end
+end
+local all = empty_sum()
+if mode == 'cross' then
+  for _, b in ipairs(buckets) do
+    local suffix = g .. ':' .. b
+    local row = redis.call('HGETALL', P .. ':agg-all:' .. suffix)
     if #row > 0 then
-      filled = true
+      gather(all, b, row, P .. ':uip-all:' .. suffix, P .. ':uus-all:' .. suffix, P .. ':top-all:', suffix)
+    end
+  end
+end
+local proxies = {}
+for _, host in ipairs(hosts) do
+  local counters, ips, users = {}, {}, {}
+  for _, b in ipairs(buckets) do
+    local suffix = g .. ':' .. host .. ':' .. b
+    local row = redis.call('HGETALL', P .. ':agg:' .. suffix)
+    if #row > 0 then
       add(counters, row)
-      local suffix = g .. ':' .. host .. ':' .. b
       ips[#ips + 1] = P .. ':uip:' .. suffix
       users[#users + 1] = P .. ':uus:' .. suffix
-      if with_all then
-        for d, dimension in ipairs(DIMENSIONS) do
-          local key = P .. ':top:' .. dimension .. ':' .. suffix
-          add(all_tops[d], redis.call('ZREVRANGE', key, 0, depth - 1, 'WITHSCORES'))
-        end
-        add(all_counters, row)
-        all_ips[#all_ips + 1] = ips[#ips]
-        all_users[#all_users + 1] = users[#users]
-        local at = by_bucket[b]
-        if not at then at = {counters = {}, ips = {}, users = {}}; by_bucket[b] = at end
-        add(at.counters, row)
-        at.ips[#at.ips + 1] = ips[#ips]
-        at.users[#at.users + 1] = users[#users]
+      if mode == 'sum' then
+        gather(all, b, row, ips[#ips], users[#users], P .. ':top:', suffix)
       end
     end
   end
-  if filled then
-    proxies[#proxies + 1] = {host, flat(counters), union(ips), union(users)}
-  end
+  if #ips > 0 then proxies[#proxies + 1] = {host, flat(counters), union(ips), union(users)} end
 end
-local all = {}
-if with_all then
-  local rows = {}
-  for _, b in ipairs(buckets) do
-    local at = by_bucket[b]
-    if at then rows[#rows + 1] = {b, flat(at.counters), union(at.ips), union(at.users)} end
-  end
-  all = {flat(all_counters), union(all_ips), union(all_users),
-    ordered(all_tops[1]), ordered(all_tops[2]), ordered(all_tops[3]), rows}
-end
-return {proxies, all}
+return {proxies, summary(all)}
 """
 
 
@@ -246,14 +272,9 @@ class LogStats:
                 else _empty_section()
             )
         else:
-            if request.scope is not None:
-                proxies, everything = await self._summed(hosts, g, width, buckets, request.top, True)
-            else:
-                # Two independent reads: Redis answers one while this process parses the other.
-                (proxies, _), everything = await asyncio.gather(
-                    self._summed(hosts, g, width, buckets, request.top, False),
-                    self._every_proxy(g, width, buckets, request.top),
-                )
+            # The admin's `all` is the cross-proxy keys; a token's, too when it owns every proxy with traffic.
+            mode = "cross" if request.scope is None else "owned"
+            proxies, everything = await self._summed(hosts, g, width, buckets, request.top, mode)
         return {
             "since": since,
             "until": request.until,
@@ -263,70 +284,23 @@ class LogStats:
             "proxies": proxies,
         }
 
-    async def _every_proxy(self, g: str, width: int, buckets: list[int], top: int) -> dict[str, Any]:
-        """Every proxy together, from the indexer's cross-proxy aggregates: a few keys per bucket."""
-        redis = self._redis
-        async with redis.pipeline(transaction=False) as pipe:
-            for bucket in buckets:
-                pipe.hgetall(keys.log_aggregate_all(g, bucket))
-                pipe.pfcount(keys.log_unique_ips_all(g, bucket))
-                pipe.pfcount(keys.log_unique_users_all(g, bucket))
-            pipe.pfcount(*[keys.log_unique_ips_all(g, b) for b in buckets])
-            pipe.pfcount(*[keys.log_unique_users_all(g, b) for b in buckets])
-            for dimension in TOP_DIMENSIONS:
-                await self._top_of_buckets(
-                    keys=[keys.log_top_all(dimension, g, b) for b in buckets],
-                    args=[top, top * TOP_DEPTH_FACTOR],
-                    client=pipe,
-                )
-            answers: list[Any] = await pipe.execute()
-        rows = []
-        totals: dict[str, int] = {}
-        for number, bucket in enumerate(buckets):
-            raw, unique_ips, unique_users = answers[3 * number : 3 * number + 3]
-            if not raw:
-                continue
-            counters = {k: int(v) for k, v in raw.items()}
-            for name, value in counters.items():
-                totals[name] = totals.get(name, 0) + value
-            rows.append(
-                {
-                    "start": bucket * width,
-                    **_summary(counters, _histogram(counters), unique_ips, unique_users),
-                }
-            )
-        unique_ips, unique_users, *flat_tops = answers[3 * len(buckets) :]
-        summary = _summary(totals, _histogram(totals), unique_ips, unique_users)
-        return {"totals": _with_tops(summary, flat_tops, top), "buckets": rows}
-
     async def _summed(
-        self, hosts: list[str], g: str, width: int, buckets: list[int], top: int, with_all: bool
+        self, hosts: list[str], g: str, width: int, buckets: list[int], top: int, mode: str
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Per-proxy totals of `hosts` (and, with_all, their sum bucket by bucket), summed inside Redis."""
+        """Per-proxy totals of `hosts` and `all` (SUM_SCRIPT's modes), in one script call."""
         if not hosts:
             return [], _empty_section()
         reply: Any = await self._sum(
             keys=[keys.log_stats_scratch()],
-            args=[
-                keys.LOG_TAG,
-                g,
-                top,
-                top * TOP_DEPTH_FACTOR,
-                1 if with_all else 0,
-                len(buckets),
-                *buckets,
-                *hosts,
-            ],
+            args=[keys.LOG_TAG, g, top, top * TOP_DEPTH_FACTOR, mode, len(buckets), *buckets, *hosts],
         )
-        per_proxy, summed = reply
+        per_proxy, (flat_counters, unique_ips, unique_users, *flat_tops, bucket_rows) = reply
         proxies = []
-        for host, flat_counters, unique_ips, unique_users in per_proxy:
-            counters = _counters(flat_counters)
-            summary = _summary(counters, _histogram(counters), unique_ips, unique_users)
-            proxies.append({"host": str(host), "totals": summary})
-        if not summed:
-            return proxies, _empty_section()
-        flat_counters, unique_ips, unique_users, *flat_tops, bucket_rows = summed
+        for host, flat_host, host_ips, host_users in per_proxy:
+            counters = _counters(flat_host)
+            proxies.append(
+                {"host": str(host), "totals": _summary(counters, _histogram(counters), host_ips, host_users)}
+            )
         counters = _counters(flat_counters)
         totals = _with_tops(
             _summary(counters, _histogram(counters), unique_ips, unique_users), flat_tops, top

@@ -123,6 +123,9 @@ async def test_every_proxy_together_is_the_sum_of_each_proxy(redis_client: aiore
             expected_rows[row["start"]] = expected_rows.get(row["start"], 0) + row["requests"]
     assert rows == expected_rows
 
+    # A token owning every proxy with traffic gets the admin's answer (read from the same cross-proxy keys).
+    owner_of_all = HostScope.of("alice", dict.fromkeys(HOSTS, "alice"))
+    assert (await answer(redis_client, scope=owner_of_all))["all"] == everyone["all"]
     # A token owning two of the three: its `all` is those two summed in Redis, and nothing of the third.
     scope = HostScope.of("alice", {HOSTS[0]: "alice", HOSTS[1]: "alice", HOSTS[2]: "bob"})
     mine = await answer(redis_client, scope=scope)
