@@ -345,7 +345,7 @@ def workflow_dead_letters(stream: str) -> str:
 #                                             (`class`, only 4xx and 5xx), host and class (`hclass`, value
 #                                             `<host>:5xx`), upstream failure (`err`, value "1")
 #     {mhp-log}:ix-keys                       set   every index key (what the trimmer walks)
-#     {mhp-log}:rid:<hour>                    hash  request id -> stream id, one per UTC hour
+#     {mhp-log}:rid:<hour>:<shard>            hash  request id -> stream id, per UTC hour and request-id shard
 #     {mhp-log}:agg:<m|h>:<host>:<bucket>     hash  counters of one proxy in one minute/hour bucket
 #     {mhp-log}:uip:<m|h>:<host>:<bucket>     HLL   client IPs of that bucket
 #     {mhp-log}:uus:<m|h>:<host>:<bucket>     HLL   users of that bucket
@@ -374,7 +374,25 @@ def log_index_keys() -> str:
     return f"{LOG_TAG}:ix-keys"
 
 
-def log_request_ids(hour: int) -> str:
+# Request ids of an hour are spread over this many small hashes so each stays within Redis's listpack
+# encoding (hash-max-listpack-entries, 128 by default) up to ~2.5M entries a day: about 40 bytes an entry
+# instead of ~95 in one big hash. The indexer's Lua script computes the same shard.
+REQUEST_ID_SHARDS = 1024
+
+
+def request_id_shard(request_id: str) -> int:
+    number = 0
+    for byte in request_id.encode():
+        number = (number * 31 + byte) % REQUEST_ID_SHARDS
+    return number
+
+
+def log_request_ids(hour: int, request_id: str) -> str:
+    return f"{LOG_TAG}:rid:{hour}:{request_id_shard(request_id)}"
+
+
+def log_request_ids_unsharded(hour: int) -> str:
+    """One hash per hour, as indexers before the shards wrote it (read until it expires)."""
     return f"{LOG_TAG}:rid:{hour}"
 
 

@@ -1,5 +1,5 @@
 """The request-log indexer: a consumer group on the data plane's stream that builds the query indexes and the
-per-minute / per-hour aggregates (layout in shared/keys.py).
+per-minute / per-hour aggregates, per proxy and over every proxy together (layout in shared/keys.py).
 
 Every control-plane replica runs one consumer of LOG_INDEX_GROUP; XREADGROUP shares the entries out, and
 entries a stopped replica left pending are taken over with XAUTOCLAIM after `claim_idle_seconds`.
@@ -8,10 +8,10 @@ A batch is one Lua script call (INDEX_SCRIPT) that reads its entries (XREADGROUP
 for claimed ids), indexes, aggregates and XACKs them atomically, so an entry is either indexed and
 acknowledged or neither, and no entry travels to Python and back (Redis's core does the work: 14,500-18,000
 entries per CPU-second, tests/bench/README.md). It is also idempotent by entry: an entry counts only
-when it is new to the request-id hash of its hour (HSETNX) and to its host's index (ZADD returns 1), checked
-and incremented in the same script, so an entry delivered twice (a retried batch, a claim racing a slow
-replica) never counts twice, and neither does a copy of an entry the data plane's at-least-once writer
-appended again (same request id, new stream id).
+when it is new to the request-id hash of its hour and shard (HSETNX) and to its host's index (ZADD returns
+1), checked and incremented in the same script, so an entry delivered twice (a retried batch, a claim racing
+a slow replica) never counts twice, and neither does a copy of an entry the data plane's at-least-once
+writer appended again (same request id, new stream id).
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ for _, row in ipairs(rows) do
   local hour = math.floor(ms / 3600000)
   local fresh = true
   if rid ~= '' then
-    local rkey = P .. ':rid:' .. hour
+    local shard = 0
+    for j = 1, #rid do shard = (shard * 31 + string.byte(rid, j)) % REQUEST_ID_SHARDS end
+    local rkey = P .. ':rid:' .. hour .. ':' .. shard
     if redis.call('HSETNX', rkey, rid, id) == 0 then
       fresh = false
     else
@@ -216,6 +218,7 @@ return {#rows, counted, rows[#rows] and rows[#rows][1] or ''}
     )
     .replace("PATH_CHARS", str(PATH_KEY_CHARS))
     .replace("TOP_MAX", str(TOP_MAX))
+    .replace("REQUEST_ID_SHARDS", str(keys.REQUEST_ID_SHARDS))
 )
 INDEX_SCRIPT_SHA1: Final = hashlib.sha1(INDEX_SCRIPT.encode()).hexdigest()
 
