@@ -111,6 +111,7 @@ TOP_DEPTH_FACTOR = 4
 # number of buckets, the buckets, the hosts (sorted). Per-proxy totals are summed from each host's buckets.
 # `all` depends on the mode:
 #   cross - read from the indexer's cross-proxy keys: a few per bucket however many proxies (the admin);
+#           a bucket without them (indexed before they existed) is summed over its proxies instead;
 #   owned - the same, when every host with traffic in these buckets is one of `hosts` (checked here, in the
 #           same atomic script as the read, so no other owner's entry can be counted); else as `sum`;
 #   sum   - summed over `hosts`, bucket by bucket (a token that owns some of the proxies with traffic).
@@ -194,12 +195,13 @@ if mode == 'owned' then
     if mode == 'sum' then break end
   end
 end
-local all = empty_sum()
+local all, crossed = empty_sum(), {}
 if mode == 'cross' then
   for _, b in ipairs(buckets) do
     local suffix = g .. ':' .. b
     local row = redis.call('HGETALL', P .. ':agg-all:' .. suffix)
     if #row > 0 then
+      crossed[b] = true
       gather(all, b, row, P .. ':uip-all:' .. suffix, P .. ':uus-all:' .. suffix, P .. ':top-all:', suffix)
     end
   end
@@ -214,7 +216,8 @@ for _, host in ipairs(hosts) do
       add(counters, row)
       ips[#ips + 1] = P .. ':uip:' .. suffix
       users[#users + 1] = P .. ':uus:' .. suffix
-      if mode == 'sum' then
+      -- A bucket an indexer from before the cross-proxy keys filled has none: summed from its proxies.
+      if mode == 'sum' or not crossed[b] then
         gather(all, b, row, ips[#ips], users[#users], P .. ':top:', suffix)
       end
     end

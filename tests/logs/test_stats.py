@@ -144,6 +144,19 @@ async def test_every_proxy_together_is_the_sum_of_each_proxy(redis_client: aiore
     assert sum(row["requests"] for row in mine["all"]["buckets"]) == len(own_entries)
 
 
+async def test_buckets_indexed_before_the_cross_proxy_keys_are_summed_from_each_proxy(
+    redis_client: aioredis.Redis,
+) -> None:
+    """After an upgrade, buckets an older indexer filled have per-proxy keys only: `all` still counts them."""
+    await write(redis_client, [varied(n) for n in range(90)])
+    await drain(indexer(redis_client, "a"))
+    expected = await answer(redis_client)
+    async for key in redis_client.scan_iter(match=f"{keys.LOG_TAG}:*-all:*"):
+        await redis_client.delete(key)
+    assert not await redis_client.exists(keys.log_aggregate_all("h", int(time.time() // 3600)))
+    assert (await answer(redis_client))["all"] == expected["all"]
+
+
 async def test_a_retried_batch_counts_once_over_every_proxy(redis_client: aioredis.Redis) -> None:
     await write(redis_client, [varied(n) for n in range(120)])
     consumer = indexer(redis_client, "a")
