@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-entries",
         type=int,
-        default=LOG_ENTRIES,
+        default=None,
         metavar="N",
         help=f"request-log index rows at N entries ({LOG_ENTRIES:,}; --quick {QUICK_LOG_ENTRIES:,}; "
         "`just bench-logs` runs 1,000,000)",
@@ -157,8 +157,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.connections = 1, 1, 10
-        if args.log_entries == LOG_ENTRIES:
-            args.log_entries = QUICK_LOG_ENTRIES
+    if args.log_entries is None:
+        args.log_entries = QUICK_LOG_ENTRIES if args.quick else LOG_ENTRIES
     if args.log_entries < 1000:
         parser.error("--log-entries must be at least 1000")
     if args.rounds < 1:

@@ -45,6 +45,7 @@ def test_just_bench_runs_the_log_rows_unless_told_not_to() -> None:
     assert parse_args([]).log_rows and parse_args([]).log_entries == LOG_ENTRIES
     assert parse_args(["--quick"]).log_entries == QUICK_LOG_ENTRIES
     assert parse_args(["--log-entries", "5000"]).log_entries == 5000
+    assert parse_args(["--quick", "--log-entries", str(LOG_ENTRIES)]).log_entries == LOG_ENTRIES
     assert not parse_args(["--no-log-rows"]).log_rows
     with pytest.raises(SystemExit):
         parse_args(["--log-entries", "10"])
