@@ -31,6 +31,7 @@ from .entries import LATENCY_BOUNDS_MS, percentile_ms
 from .query import HostScope, invalid
 
 Granularity = Literal["minute", "hour"]
+SumMode = Literal["cross", "owned", "sum"]  # how SUM_SCRIPT makes `all` (see there)
 _SECONDS = {"minute": 60, "hour": 3600}
 _SHORT = {"minute": "m", "hour": "h"}
 MAX_LOOKUPS = 20_000  # host x bucket pairs one request may read
@@ -276,7 +277,7 @@ class LogStats:
             )
         else:
             # The admin's `all` is the cross-proxy keys; a token's, too when it owns every proxy with traffic.
-            mode = "cross" if request.scope is None else "owned"
+            mode: SumMode = "cross" if request.scope is None else "owned"
             proxies, everything = await self._summed(hosts, g, width, buckets, request.top, mode)
         return {
             "since": since,
@@ -288,7 +289,7 @@ class LogStats:
         }
 
     async def _summed(
-        self, hosts: list[str], g: str, width: int, buckets: list[int], top: int, mode: str
+        self, hosts: list[str], g: str, width: int, buckets: list[int], top: int, mode: SumMode
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Per-proxy totals of `hosts` and `all` (SUM_SCRIPT's modes), in one script call."""
         if not hosts:
