@@ -110,7 +110,7 @@ shell *args: bootstrap
 redis-cli *args: bootstrap
     exec "{{ python }}" -m deploy.local.redis_cli "$@"
 
-# Benchmarks (tests/bench); not part of `just test`
+# Benchmarks (tests/bench); not part of `just test`. Proxies vs peers, then the request-log rows (--no-log-rows)
 bench *args: bootstrap
     "{{ python }}" -m tests.bench.run "$@"
 

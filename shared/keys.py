@@ -345,12 +345,17 @@ def workflow_dead_letters(stream: str) -> str:
 #                                             (`class`, only 4xx and 5xx), host and class (`hclass`, value
 #                                             `<host>:5xx`), upstream failure (`err`, value "1")
 #     {mhp-log}:ix-keys                       set   every index key (what the trimmer walks)
-#     {mhp-log}:rid:<hour>                    hash  request id -> stream id, one per UTC hour
+#     {mhp-log}:rid:<hour>:<shard>            hash  request id -> stream id, per UTC hour and request-id shard
 #     {mhp-log}:agg:<m|h>:<host>:<bucket>     hash  counters of one proxy in one minute/hour bucket
 #     {mhp-log}:uip:<m|h>:<host>:<bucket>     HLL   client IPs of that bucket
 #     {mhp-log}:uus:<m|h>:<host>:<bucket>     HLL   users of that bucket
 #     {mhp-log}:top:<path|user|tool>:<m|h>:<host>:<bucket>   zset value -> count (kept to LOG_TOP_KEEP)
+#     {mhp-log}:agg-all:<m|h>:<bucket>        hash  the same counters over every proxy together (the indexer
+#     {mhp-log}:uip-all:<m|h>:<bucket>        HLL   adds each entry to its proxy's bucket and to these, so
+#     {mhp-log}:uus-all:<m|h>:<bucket>        HLL   stats over all proxies read one key per bucket, not one
+#     {mhp-log}:top-all:<path|user|tool>:<m|h>:<bucket>   zset  per proxy and bucket)
 #     {mhp-log}:agg-hosts:<m|h>:<bucket>      set   hosts with traffic in that bucket (admin-wide stats)
+#     {mhp-log}:stats-scratch                 HLL   a stats script's scratch union (deleted by that script)
 #     {mhp-log}:trim-lock                     string one replica's retention pass per interval
 # Bucket numbers are Unix minutes / hours (UTC). Every aggregate key carries a TTL (its retention).
 
@@ -369,7 +374,25 @@ def log_index_keys() -> str:
     return f"{LOG_TAG}:ix-keys"
 
 
-def log_request_ids(hour: int) -> str:
+# Request ids of an hour are spread over this many small hashes so each stays within Redis's listpack
+# encoding (hash-max-listpack-entries, 128 by default) up to ~2.5M entries a day: about 40 bytes an entry
+# instead of ~95 in one big hash. The indexer's Lua script computes the same shard.
+REQUEST_ID_SHARDS = 1024
+
+
+def request_id_shard(request_id: str) -> int:
+    number = 0
+    for byte in request_id.encode():
+        number = (number * 31 + byte) % REQUEST_ID_SHARDS
+    return number
+
+
+def log_request_ids(hour: int, request_id: str) -> str:
+    return f"{LOG_TAG}:rid:{hour}:{request_id_shard(request_id)}"
+
+
+def log_request_ids_unsharded(hour: int) -> str:
+    """One hash per hour, as indexers before the shards wrote it (read until it expires)."""
     return f"{LOG_TAG}:rid:{hour}"
 
 
@@ -387,6 +410,27 @@ def log_unique_users(granularity: str, host: str, bucket: int) -> str:
 
 def log_top(dimension: str, granularity: str, host: str, bucket: int) -> str:
     return f"{LOG_TAG}:top:{dimension}:{granularity}:{host}:{bucket}"
+
+
+def log_aggregate_all(granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:agg-all:{granularity}:{bucket}"
+
+
+def log_unique_ips_all(granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:uip-all:{granularity}:{bucket}"
+
+
+def log_unique_users_all(granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:uus-all:{granularity}:{bucket}"
+
+
+def log_top_all(dimension: str, granularity: str, bucket: int) -> str:
+    return f"{LOG_TAG}:top-all:{dimension}:{granularity}:{bucket}"
+
+
+def log_stats_scratch() -> str:
+    """Scratch HyperLogLog of a stats union too large for one PFCOUNT (made and deleted in one script)."""
+    return f"{LOG_TAG}:stats-scratch"
 
 
 def log_aggregate_hosts(granularity: str, bucket: int) -> str:

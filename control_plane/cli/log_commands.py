@@ -29,6 +29,7 @@ from .client import ApiClient
 
 LOGS = "/api/v1/logs/"
 STATS = "/api/v1/logs/stats"
+ALL_PROXIES = "(all)"
 TAIL = "/api/v1/logs/tail"
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -269,16 +270,21 @@ def logs_stats(api: ApiClient, args: argparse.Namespace) -> Any:
             Text(str(summary["unique_users"])),
         ]
 
-    for proxy in result["proxies"]:
-        if args.by_bucket:
-            for bucket in proxy["buckets"]:
-                start = datetime.fromtimestamp(bucket["start"]).astimezone().strftime("%m-%d %H:%M")
-                table.add_row(Text(proxy["host"]), Text(start), *cells(bucket))
-        else:
+    if args.by_bucket:
+        # The answer's bucket rows: the named proxy's, or (no host) those of every proxy in scope together.
+        label = result["proxies"][0]["host"] if args.host else ALL_PROXIES
+        for bucket in result["all"]["buckets"]:
+            start = datetime.fromtimestamp(bucket["start"]).astimezone().strftime("%m-%d %H:%M")
+            table.add_row(Text(label), Text(start), *cells(bucket))
+    else:
+        for proxy in result["proxies"]:
             table.add_row(Text(proxy["host"]), *cells(proxy["totals"]))
+        if len(result["proxies"]) > 1:
+            table.add_row(Text(ALL_PROXIES, style="bold"), *cells(result["all"]["totals"]))
     render.print_rich_table(table)
-    for proxy in result["proxies"]:
-        totals = proxy["totals"]
+    # Top lists come per proxy for one host; over several, for all of them together.
+    sections = [(p["host"], p["totals"]) for p in result["proxies"]] if args.host else []
+    for host, totals in sections or [(ALL_PROXIES, result["all"]["totals"])]:
         tops = []
         for label, field in (("paths", "top_paths"), ("users", "top_users"), ("tools", "top_tools")):
             if totals[field]:
@@ -286,7 +292,7 @@ def logs_stats(api: ApiClient, args: argparse.Namespace) -> Any:
                     f"  top {label}: " + ", ".join(f"{t['value']} ({t['count']})" for t in totals[field])
                 )
         if tops:
-            print(f"{proxy['host']}:")
+            print(f"{host}:")
             print("\n".join(tops))
     return None
 
@@ -343,6 +349,8 @@ def add_log_commands(groups: Any, command: Command) -> Any:
     sub.add_argument("--host", help="one proxy host")
     sub.add_argument("--bucket", choices=["minute", "hour", "auto"], default="auto")
     sub.add_argument("--top", type=int, default=5, help="entries of each top list")
-    sub.add_argument("--by-bucket", action="store_true", help="one row per proxy and bucket")
+    sub.add_argument(
+        "--by-bucket", action="store_true", help="one row per bucket (of --host, else of all proxies)"
+    )
     sub.set_defaults(printed=False)
     return logs

@@ -1,5 +1,5 @@
 """The request-log indexer: a consumer group on the data plane's stream that builds the query indexes and the
-per-minute / per-hour aggregates (layout in shared/keys.py).
+per-minute / per-hour aggregates, per proxy and over every proxy together (layout in shared/keys.py).
 
 Every control-plane replica runs one consumer of LOG_INDEX_GROUP; XREADGROUP shares the entries out, and
 entries a stopped replica left pending are taken over with XAUTOCLAIM after `claim_idle_seconds`.
@@ -8,10 +8,10 @@ A batch is one Lua script call (INDEX_SCRIPT) that reads its entries (XREADGROUP
 for claimed ids), indexes, aggregates and XACKs them atomically, so an entry is either indexed and
 acknowledged or neither, and no entry travels to Python and back (Redis's core does the work: 14,500-18,000
 entries per CPU-second, tests/bench/README.md). It is also idempotent by entry: an entry counts only
-when it is new to the request-id hash of its hour (HSETNX) and to its host's index (ZADD returns 1), checked
-and incremented in the same script, so an entry delivered twice (a retried batch, a claim racing a slow
-replica) never counts twice, and neither does a copy of an entry the data plane's at-least-once writer
-appended again (same request id, new stream id).
+when it is new to the request-id hash of its hour and shard (HSETNX) and to its host's index (ZADD returns
+1), checked and incremented in the same script, so an entry delivered twice (a retried batch, a claim racing
+a slow replica) never counts twice, and neither does a copy of an entry the data plane's at-least-once
+writer appended again (same request id, new stream id).
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ from .entries import LATENCY_BOUNDS_MS
 
 log = logging.getLogger(__name__)
 
-TOP_KEEP: Final = 200  # members kept per top-N zset per bucket (the tail is approximate: see README)
+# Members kept per top-N zset per bucket (the tail is approximate: see README): back to TOP_KEEP whenever a
+# batch would leave more than TOP_MAX, so each stays within Redis's compact listpack encoding
+# (zset-max-listpack-entries, 128 by default) instead of a skiplist of ~100 bytes per member.
+TOP_KEEP: Final = 100
+TOP_MAX: Final = 128
 PATH_KEY_CHARS: Final = 200
 
 # The script reads the entries itself (XREADGROUP, or XRANGE for ids a claim took over), so an entry never
@@ -39,10 +43,11 @@ PATH_KEY_CHARS: Final = 200
 # (claim mode) the ids to index. Returns {entries read, entries counted, last id read}.
 # Key names are built here with the formats of shared/keys.py (tests check the two agree).
 INDEX_SCRIPT: Final = (
-    "local BOUNDS = {"
-    + ", ".join(str(bound) for bound in LATENCY_BOUNDS_MS)
-    + "}\n"
-    + """local P, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+    (
+        "local BOUNDS = {"
+        + ", ".join(str(bound) for bound in LATENCY_BOUNDS_MS)
+        + "}\n"
+        + """local P, group, consumer, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl = {m = tonumber(ARGV[5]), h = tonumber(ARGV[6])}
 local keep = tonumber(ARGV[7])
 local rid_ttl = tonumber(ARGV[8])
@@ -77,6 +82,33 @@ local function index(dimension, value, ms, id)
     index_keys[key] = true
   end
 end
+-- One entry into the aggregates of one bucket: `family` '' for a proxy's keys, '-all' for every proxy's.
+local function aggregate(family, suffix, seconds_to_live, e, class, seconds, hbucket, ip, user, path, tool)
+  local akey = P .. ':agg' .. family .. ':' .. suffix
+  bump(counters, akey, 'n', 1)
+  bump(counters, akey, 's' .. class, 1)
+  bump(counters, akey, 'bin', tonumber(e.bytes_in) or 0)
+  bump(counters, akey, 'bout', tonumber(e.bytes_out) or 0)
+  bump(counters, akey, 'lat', math.floor(seconds * 1000000))
+  bump(counters, akey, 'h' .. hbucket, 1)
+  expiries[akey] = seconds_to_live
+  if ip ~= '' then
+    local key = P .. ':uip' .. family .. ':' .. suffix
+    push(uniques, key, ip); expiries[key] = seconds_to_live
+  end
+  if user ~= '' then
+    local key = P .. ':uus' .. family .. ':' .. suffix
+    push(uniques, key, user); expiries[key] = seconds_to_live
+    key = P .. ':top' .. family .. ':user:' .. suffix
+    bump(tops, key, user, 1); expiries[key] = seconds_to_live
+  end
+  local key = P .. ':top' .. family .. ':path:' .. suffix
+  bump(tops, key, path, 1); expiries[key] = seconds_to_live
+  if tool ~= '' then
+    key = P .. ':top' .. family .. ':tool:' .. suffix
+    bump(tops, key, tool, 1); expiries[key] = seconds_to_live
+  end
+end
 for _, row in ipairs(rows) do
   local id, flat = row[1], row[2]
   local e = {}
@@ -87,7 +119,9 @@ for _, row in ipairs(rows) do
   local hour = math.floor(ms / 3600000)
   local fresh = true
   if rid ~= '' then
-    local rkey = P .. ':rid:' .. hour
+    local shard = 0
+    for j = 1, #rid do shard = (shard * 31 + string.byte(rid, j)) % REQUEST_ID_SHARDS end
+    local rkey = P .. ':rid:' .. hour .. ':' .. shard
     if redis.call('HSETNX', rkey, rid, id) == 0 then
       fresh = false
     else
@@ -125,26 +159,9 @@ for _, row in ipairs(rows) do
     if path == '' then path = '/' end
     local buckets = {m = math.floor(ms / 60000), h = hour}
     for g, b in pairs(buckets) do
-      local suffix = g .. ':' .. host .. ':' .. b
-      local akey = P .. ':agg:' .. suffix
-      bump(counters, akey, 'n', 1)
-      bump(counters, akey, 's' .. class, 1)
-      bump(counters, akey, 'bin', tonumber(e.bytes_in) or 0)
-      bump(counters, akey, 'bout', tonumber(e.bytes_out) or 0)
-      bump(counters, akey, 'lat', math.floor(seconds * 1000000))
-      bump(counters, akey, 'h' .. hbucket, 1)
-      expiries[akey] = ttl[g]
-      if ip ~= '' then
-        push(uniques, P .. ':uip:' .. suffix, ip); expiries[P .. ':uip:' .. suffix] = ttl[g]
-      end
-      if user ~= '' then
-        push(uniques, P .. ':uus:' .. suffix, user); expiries[P .. ':uus:' .. suffix] = ttl[g]
-        bump(tops, P .. ':top:user:' .. suffix, user, 1); expiries[P .. ':top:user:' .. suffix] = ttl[g]
-      end
-      bump(tops, P .. ':top:path:' .. suffix, path, 1); expiries[P .. ':top:path:' .. suffix] = ttl[g]
-      if tool ~= '' then
-        bump(tops, P .. ':top:tool:' .. suffix, tool, 1); expiries[P .. ':top:tool:' .. suffix] = ttl[g]
-      end
+      -- The proxy's bucket, and the bucket of every proxy together (what stats over all proxies read).
+      aggregate('', g .. ':' .. host .. ':' .. b, ttl[g], e, class, seconds, hbucket, ip, user, path, tool)
+      aggregate('-all', g .. ':' .. b, ttl[g], e, class, seconds, hbucket, ip, user, path, tool)
       local hkeys = P .. ':agg-hosts:' .. g .. ':' .. b
       push(hosts, hkeys, host)
       expiries[hkeys] = ttl[g]
@@ -161,9 +178,33 @@ local function chunked(command, key, values)
 end
 for key, values in pairs(uniques) do chunked('PFADD', key, values) end
 for key, values in pairs(hosts) do chunked('SADD', key, values) end
+-- A top set never holds more than TOP_MAX members, not even for a moment: past that Redis turns it into a
+-- skiplist for good. When this batch could take it over, the merge happens here: the `keep` highest counts
+-- stay (ties: the greater value, as ZREMRANGEBYRANK of the lowest ranks would leave), the rest go.
 for key, row in pairs(tops) do
-  for member, n in pairs(row) do redis.call('ZINCRBY', key, n, member) end
-  if redis.call('ZCARD', key) > 2 * keep then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
+  local added = 0
+  for _ in pairs(row) do added = added + 1 end
+  if redis.call('ZCARD', key) + added <= TOP_MAX then
+    for member, n in pairs(row) do redis.call('ZINCRBY', key, n, member) end
+  else
+    local merged, present, ranked = {}, {}, {}
+    local current = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for i = 1, #current, 2 do
+      merged[current[i]] = tonumber(current[i + 1]); present[current[i]] = true
+    end
+    for member, n in pairs(row) do merged[member] = (merged[member] or 0) + n end
+    for member, n in pairs(merged) do ranked[#ranked + 1] = {member, n} end
+    table.sort(ranked, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] > b[1]) end)
+    local gone = {}
+    for i = keep + 1, #ranked do
+      if present[ranked[i][1]] then gone[#gone + 1] = ranked[i][1] end
+    end
+    if #gone > 0 then redis.call('ZREM', key, unpack(gone)) end
+    for i = 1, math.min(keep, #ranked) do
+      local member = ranked[i][1]
+      if row[member] then redis.call('ZINCRBY', key, row[member], member) end
+    end
+  end
 end
 for key, seconds in pairs(expiries) do redis.call('EXPIRE', key, seconds) end
 local names = {}
@@ -174,7 +215,11 @@ for first = 1, #ids, 1000 do
 end
 return {#rows, counted, rows[#rows] and rows[#rows][1] or ''}
 """
-).replace("PATH_CHARS", str(PATH_KEY_CHARS))
+    )
+    .replace("PATH_CHARS", str(PATH_KEY_CHARS))
+    .replace("TOP_MAX", str(TOP_MAX))
+    .replace("REQUEST_ID_SHARDS", str(keys.REQUEST_ID_SHARDS))
+)
 INDEX_SCRIPT_SHA1: Final = hashlib.sha1(INDEX_SCRIPT.encode()).hexdigest()
 
 

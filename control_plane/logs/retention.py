@@ -3,8 +3,9 @@
 
 One replica per interval runs a pass (a short Redis lock). Trimming the stream first and the indexes after
 leaves, for a moment, index entries pointing at trimmed entries; the search skips those (an id whose XRANGE
-comes back empty), and the pass removes them. Aggregates are not trimmed here: each carries its own TTL and
-outlives the entries. Request-id hashes expire with the entries (TTL = retention + one hour).
+comes back empty), and the pass removes them. Aggregates (per proxy and across proxies) are not trimmed here:
+each carries its own TTL, set by the indexer, and outlives the entries. Request-id hashes expire with the
+entries (TTL = retention + one hour).
 """
 
 from __future__ import annotations

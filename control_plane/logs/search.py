@@ -302,9 +302,10 @@ async def _nothing() -> AsyncIterator[str]:
 async def _request_id_ids(redis: aioredis.Redis, request_id: str, hours: range) -> AsyncIterator[str]:
     async with redis.pipeline(transaction=False) as pipe:
         for hour in hours:
-            pipe.hget(keys.log_request_ids(hour), request_id)
+            pipe.hget(keys.log_request_ids(hour, request_id), request_id)
+            pipe.hget(keys.log_request_ids_unsharded(hour), request_id)
         found: list[str | None] = await pipe.execute()
-    for entry_id in sorted((f for f in found if f), key=stream_id_key, reverse=True):
+    for entry_id in sorted({f for f in found if f}, key=stream_id_key, reverse=True):
         yield entry_id
 
 

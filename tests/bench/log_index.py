@@ -8,7 +8,8 @@ hours (the data plane's own field encoder, XADD with explicit ids), then measure
   with the CPU seconds of each side;
 - Redis memory per million entries: the stream alone, then with indexes and aggregates;
 - search latency (p50/p95 over `--samples` runs of each query shape, in-process: no HTTP);
-- stats latency for a day (hour buckets), one host and every host.
+- stats latency for a day (hour buckets): one host, every host (the admin), a token owning 3 proxies and one
+  owning them all.
 See tests/bench/README.md ("Request-log index") for the targets and the last results.
 """
 
@@ -17,10 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,8 @@ from shared import keys
 from tests.harness.services import start_redis
 
 DAY_SECONDS = 86400
+STATS_ONE_HOST = "one host, a day by hour"
+STATS_EVERY_HOST = "every host, a day by hour"
 TOOLS = [f"tool_{n}" for n in range(20)]
 
 
@@ -96,8 +101,9 @@ async def memory_by_family(redis: aioredis.Redis) -> dict[str, tuple[int, int]]:
             sizes = await pipe.execute()
         for key, size in zip(batch, sizes, strict=True):
             parts = key.removeprefix(keys.LOG_TAG + ":").split(":")
-            family = ":".join(parts[:2]) if parts[0] in ("ix", "agg", "uip", "uus", "agg-hosts") else parts[0]
-            if parts[0] == "top":
+            two_part = ("ix", "agg", "uip", "uus", "agg-hosts", "agg-all", "uip-all", "uus-all")
+            family = ":".join(parts[:2]) if parts[0] in two_part else parts[0]
+            if parts[0] in ("top", "top-all"):
                 family = ":".join(parts[:3])
             count, total = families.get(family, (0, 0))
             families[family] = (count + 1, total + int(size or 0))
@@ -126,7 +132,25 @@ async def timed(samples: int, run: Callable[[int], Awaitable[object]]) -> tuple[
     return statistics.median(durations), durations[int(len(durations) * 0.95) - 1]
 
 
-async def bench(args: argparse.Namespace) -> None:
+@dataclass
+class LogIndexResult:
+    """What one run measured (`just bench` reports it beside the proxies; `just bench-logs` prints it)."""
+
+    entries: int
+    hosts: int
+    indexer_entries_per_second: float = 0.0
+    stream_mib_per_million: float = 0.0
+    total_mib_per_million: float = 0.0
+    search_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # shape -> (p50, p95)
+    stats_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def bench(args: argparse.Namespace, out: Callable[[str], None] = print) -> LogIndexResult:
+    """One run at args.entries / args.hosts / args.samples / args.batch; every line goes to `out`."""
+    result = LogIndexResult(args.entries, args.hosts)
     workdir = Path(tempfile.mkdtemp(prefix="mhp-log-bench-"))
     server = start_redis(workdir)
     redis = aioredis.Redis.from_url(server.url, password=server.password, decode_responses=True)
@@ -136,7 +160,7 @@ async def bench(args: argparse.Namespace) -> None:
         base = int((await redis.info("memory"))["used_memory"])
         started = time.perf_counter()
         sample = await fill(redis, args.entries, hosts, now)
-        print(f"wrote {args.entries:,} entries over the last 24 h in {time.perf_counter() - started:.1f} s")
+        out(f"wrote {args.entries:,} entries over the last 24 h in {time.perf_counter() - started:.1f} s")
         stream_bytes = int((await redis.info("memory"))["used_memory"]) - base
 
         indexer = LogIndexer(
@@ -156,22 +180,25 @@ async def bench(args: argparse.Namespace) -> None:
         own_cpu = time.process_time() - own_cpu
         redis_cpu = cpu_seconds(await redis.info("cpu")) - redis_cpu
         assert indexer.counted == args.entries, indexer.counted
-        print(
+        result.indexer_entries_per_second = args.entries / wall
+        out(
             f"indexer: {args.entries / wall:,.0f} entries/s ({wall:.1f} s wall, batch {args.batch}); "
             f"CPU: indexer process {own_cpu:.1f} s ({args.entries / own_cpu:,.0f} entries per CPU-second), "
             f"redis-server {redis_cpu:.1f} s ({args.entries / redis_cpu:,.0f} entries per CPU-second)"
         )
         total_bytes = int((await redis.info("memory"))["used_memory"]) - base
         per_million = 1_000_000 / args.entries / 2**20
-        print(
+        result.stream_mib_per_million = stream_bytes * per_million
+        result.total_mib_per_million = total_bytes * per_million
+        out(
             f"memory per 1M entries: stream {stream_bytes * per_million:,.0f} MiB, "
             f"indexes+aggregates {(total_bytes - stream_bytes) * per_million:,.0f} MiB, "
             f"total {total_bytes * per_million:,.0f} MiB"
         )
 
-        print("memory by key family (MEMORY USAGE of every key):")
+        out("memory by key family (MEMORY USAGE of every key):")
         for family, (count, size) in sorted((await memory_by_family(redis)).items(), key=lambda i: -i[1][1]):
-            print(f"  {family:<16} {count:>9,} keys {size * per_million:>8,.1f} MiB per 1M entries")
+            out(f"  {family:<16} {count:>9,} keys {size * per_million:>8,.1f} MiB per 1M entries")
 
         searcher = LogSearch(redis, scan_limit=20_000)
         rng = random.Random(7)
@@ -200,7 +227,7 @@ async def bench(args: argparse.Namespace) -> None:
             "tenant (3 proxies), 24 h": lambda _i: LogFilter(*day, scope=owned),
             "tenant + path prefix, 24 h": lambda _i: LogFilter(*day, scope=owned, path_prefix="/api/items/1"),
         }
-        print(f"search, limit 50, {args.samples} runs each (ms):")
+        out(f"search, limit 50, {args.samples} runs each (ms):")
         for name, make in shapes.items():
             found: list[int] = []
 
@@ -211,15 +238,21 @@ async def bench(args: argparse.Namespace) -> None:
                 found.append(len(page.items))
 
             p50, p95 = await timed(args.samples, one)
-            print(f"  {name:<30} p50 {p50:7.2f}  p95 {p95:7.2f}   (avg {statistics.mean(found):.0f} hits)")
+            result.search_ms[name] = (p50, p95)
+            out(f"  {name:<30} p50 {p50:7.2f}  p95 {p95:7.2f}   (avg {statistics.mean(found):.0f} hits)")
 
         stats = LogStats(
             redis, minute_retention_seconds=2 * DAY_SECONDS, hour_retention_seconds=35 * DAY_SECONDS
         )
-        print(f"stats, {args.samples} runs each (ms):")
+        everything = HostScope.of("tenant", dict.fromkeys(hosts, "tenant"))
+        out(f"stats, {args.samples} runs each (ms):")
         for name, make_request in {
-            "one host, a day by hour": lambda _i: StatsRequest(*day, "hour", 5, rng.choice(hosts), None),
-            "every host, a day by hour": lambda _i: StatsRequest(*day, "hour", 5, None, None),
+            STATS_ONE_HOST: lambda _i: StatsRequest(*day, "hour", 5, rng.choice(hosts), None),
+            STATS_EVERY_HOST: lambda _i: StatsRequest(*day, "hour", 5, None, None),
+            "tenant (3 proxies), a day by hour": lambda _i: StatsRequest(*day, "hour", 5, None, owned),
+            f"tenant (all {len(hosts)}), a day by hour": lambda _i: StatsRequest(
+                *day, "hour", 5, None, everything
+            ),
             "one host, an hour by minute": lambda _i: StatsRequest(
                 *hour, "minute", 5, rng.choice(hosts), None
             ),
@@ -231,10 +264,13 @@ async def bench(args: argparse.Namespace) -> None:
                 await stats.stats(make_request(index))
 
             p50, p95 = await timed(args.samples, run_stats)
-            print(f"  {name:<30} p50 {p50:7.2f}  p95 {p95:7.2f}")
+            result.stats_ms[name] = (p50, p95)
+            out(f"  {name:<34} p50 {p50:7.2f}  p95 {p95:7.2f}")
     finally:
         await redis.aclose()
         server.service.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
 
 
 def main() -> None:

@@ -104,10 +104,25 @@ async def test_stats_table(logged: World) -> None:
     assert header.split()[:3] == ["HOST", "REQUESTS", "2XX"]
     alice = next(row for row in rows if row.startswith("alice.test.localhost"))
     assert alice.split()[1:6] == ["3", "2", "0", "0", "1"]
-    assert "top paths:" in out
+    everyone = next(row for row in rows if row.startswith("(all)"))
+    assert everyone.split()[1] == "4"
+    assert "(all):\n  top paths:" in out
     data = json.loads(ok(await mhp(logged, "logs", "stats", "--json", "--bucket", "hour")))
     assert data["bucket"] == "hour"
     assert sum(p["totals"]["requests"] for p in data["proxies"]) == 4
+    assert data["all"]["totals"]["requests"] == 4
+    # One row per bucket: every proxy together without --host, the named proxy's with it.
+    by_bucket = ok(await mhp(logged, "logs", "stats", "--by-bucket", "--bucket", "hour"))
+    assert sum(int(row.split()[3]) for row in by_bucket.splitlines()[1:] if row.startswith("(all) ")) == 4
+    mine = ok(
+        await mhp(
+            logged, "logs", "stats", "--by-bucket", "--bucket", "hour", "--host", "alice.test.localhost"
+        )
+    )
+    assert (
+        sum(int(row.split()[3]) for row in mine.splitlines()[1:] if row.startswith("alice.test.localhost "))
+        == 3
+    )
 
 
 async def test_tail_prints_the_last_entries_and_follows(logged: World) -> None:

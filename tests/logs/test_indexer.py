@@ -209,3 +209,28 @@ async def test_retention_trims_the_stream_and_its_indexes(redis: aioredis.Redis)
     searcher = LogSearch(redis, scan_limit=10_000)
     page = await searcher.search(LogFilter(since=now - 5 * 86400, until=now + 60, host=HOST), limit=500)
     assert len(page.items) == 8
+
+
+async def test_request_ids_are_found_in_their_shard_and_in_an_older_indexers_hash(
+    redis: aioredis.Redis,
+) -> None:
+    await write(redis, [entry(n) for n in range(60)])
+    await drain(indexer(redis, "a"))
+    ids = {fields["request_id"]: entry_id for entry_id, fields in await redis.xrange(STREAM)}
+    hour = int(next(iter(ids.values())).split("-")[0]) // 3_600_000
+    # The indexer's Lua and shared/keys.py put each request id in the same small hash.
+    for request_id, entry_id in ids.items():
+        key = keys.log_request_ids(hour, request_id)
+        assert await redis.hget(key, request_id) == entry_id
+        assert await redis.object("encoding", key) == "listpack"
+    assert len({keys.log_request_ids(hour, request_id) for request_id in ids}) > 30
+
+    # An entry an indexer before the shards recorded (one hash per hour) is still found by its request id.
+    now = time.time()
+    searcher = LogSearch(redis, scan_limit=10_000)
+    request_id, entry_id = next(iter(ids.items()))
+    await redis.hdel(keys.log_request_ids(hour, request_id), request_id)
+    await redis.hset(keys.log_request_ids_unsharded(hour), request_id, entry_id)
+    page = await searcher.search(LogFilter(since=now - 600, until=now + 60, request_id=request_id), limit=10)
+    assert page.index == "request-id"
+    assert [item.id for item in page.items] == [entry_id]

@@ -127,8 +127,11 @@ async def test_an_ordinary_token_sees_only_its_own_proxies(
     assert stats.status_code == 403
     mine = (await logs_api.get("/api/v1/logs/stats", headers=tenants.bob)).json()
     assert [proxy["host"] for proxy in mine["proxies"]] == [tenants.bob_host]
+    # The sum over all of a token's proxies holds its own entries only.
+    assert mine["all"]["totals"]["requests"] == len(bob["items"])
     everyone = (await logs_api.get("/api/v1/logs/stats", headers=ADMIN)).json()
     assert sorted(proxy["host"] for proxy in everyone["proxies"]) == [tenants.alice_host, tenants.bob_host]
+    assert everyone["all"]["totals"]["requests"] == len(alice["items"]) + len(bob["items"])
     assert (await logs_api.get("/api/v1/logs/")).status_code == 401
 
 
