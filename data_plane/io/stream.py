@@ -44,6 +44,9 @@ class Stream(asyncio.Protocol):
         "_drain_waiter",
         "_feeder",
         "_out",
+        "_read_deadline",
+        "_read_timer",
+        "_read_timer_at",
         "_read_waiter",
         "_reading",
         "_write_paused",
@@ -69,6 +72,11 @@ class Stream(asyncio.Protocol):
         self._reading = True
         self._write_paused = False
         self._read_waiter: asyncio.Future[None] | None = None
+        # The current read wait's deadline (loop time; 0.0: none) and the one timer that enforces it: armed
+        # once and re-armed only when it fires early, instead of a timer made and cancelled per wait.
+        self._read_deadline = 0.0
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timer_at = 0.0
         self._drain_waiter: asyncio.Future[None] | None = None
         # Bytes queued by queue() wait here until the next await point, so a head and a small body leave in
         # one write (one syscall, one TCP segment) instead of several.
@@ -119,6 +127,9 @@ class Stream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.link = Link.CLOSED
         self._wake_reader(ChannelClosed(str(exc) if exc else "connection closed"))
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
@@ -169,7 +180,8 @@ class Stream(asyncio.Protocol):
 
     @property
     def awaiting_data(self) -> bool:
-        return self._read_waiter is not None
+        waiter = self._read_waiter
+        return waiter is not None and not waiter.done()  # done: its task was cancelled mid-wait
 
     def pause_reading(self) -> None:
         if self._reading and self.transport is not None and self.link is not Link.CLOSED:
@@ -185,8 +197,12 @@ class Stream(asyncio.Protocol):
         """`source` writes into us (a response body): its reading resumes when our buffer drains."""
         self._feeder = source
 
-    async def wait_for_data(self, timeout_seconds: float | None, also_flush: Stream | None = None) -> None:
-        """Wait for more bytes or EOF; ChannelTimeout after timeout_seconds, ChannelClosed on loss."""
+    def wait_for_data(
+        self, timeout_seconds: float | None, also_flush: Stream | None = None
+    ) -> asyncio.Future[None]:
+        """A future to await for more bytes or EOF; it raises ChannelTimeout after timeout_seconds and
+        ChannelClosed on loss (a plain future, not a coroutine: every coroutine level between a task and the
+        future it waits on is paid twice per wait)."""
         if self._out:
             self.flush()
         if also_flush is not None and also_flush._out:
@@ -194,24 +210,43 @@ class Stream(asyncio.Protocol):
             also_flush.flush()
         if self.link is Link.CLOSED:
             raise ChannelClosed("connection closed")
-        await self._await_reader(timeout_seconds, resume=True)
+        return self._reader_waiter(timeout_seconds, resume=True)
 
-    async def _await_reader(self, timeout_seconds: float | None, *, resume: bool) -> None:
-        """Wait until `_wake_reader` (ChannelTimeout after `timeout_seconds`); `resume` turns reading on."""
-        waiter: asyncio.Future[None] = self.loop.create_future()
+    def _reader_waiter(self, timeout_seconds: float | None, *, resume: bool) -> asyncio.Future[None]:
+        """The future `_wake_reader` completes (ChannelTimeout after `timeout_seconds`); `resume` turns
+        reading on."""
+        loop = self.loop
+        waiter: asyncio.Future[None] = loop.create_future()
         self._read_waiter = waiter
         if resume:
             self.resume_reading()
         if timeout_seconds is None:
-            await waiter
+            self._read_deadline = 0.0
+        else:
+            deadline = self._read_deadline = loop.time() + timeout_seconds
+            if self._read_timer is None or self._read_timer_at > deadline:
+                self._arm_read_timer(deadline)
+        return waiter
+
+    def _arm_read_timer(self, at: float) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+        self._read_timer = self.loop.call_at(at, self._read_timer_fired)
+        self._read_timer_at = at
+
+    def _read_timer_fired(self) -> None:
+        """Expire the wait in progress if its deadline has passed; re-arm for it if not (the timer was armed
+        for an earlier wait); nothing when no wait with a deadline is in progress (the next one arms)."""
+        self._read_timer = None
+        waiter = self._read_waiter
+        deadline = self._read_deadline
+        if waiter is None or waiter.done() or not deadline:
             return
-        timer = self.loop.call_later(timeout_seconds, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            if self._read_waiter is waiter:
-                self._read_waiter = None
+        if self.loop.time() >= deadline:
+            self._read_waiter = None
+            waiter.set_exception(ChannelTimeout("read timed out"))
+        else:
+            self._arm_read_timer(deadline)
 
     # Writing -------------------------------------------------------------------------------------------
 
@@ -283,8 +318,3 @@ class Stream(asyncio.Protocol):
         self.link = Link.CLOSED
         if self.transport is not None:
             self.transport.abort()
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(ChannelTimeout("read timed out"))

@@ -113,7 +113,7 @@ class UpstreamConnection(Stream):
             return
         if events:
             self._events += events
-        if self._read_waiter is not None:
+        if self.awaiting_data:
             self._wake_reader()
         elif parser.state is not ParseState.DONE:
             self.pause_reading()
@@ -224,9 +224,9 @@ class UpstreamConnection(Stream):
             self._sink = None
             sink.feed_from(None)
 
-    async def _wait_streaming(self, timeout_seconds: float | None) -> None:
+    def _wait_streaming(self, timeout_seconds: float | None) -> asyncio.Future[None]:
         # Reading stays paused while the client's buffer is full (its drain resumes it).
-        await self._await_reader(timeout_seconds, resume=not self._sink_paused())
+        return self._reader_waiter(timeout_seconds, resume=not self._sink_paused())
 
     def _sink_paused(self) -> bool:
         sink = self._sink
