@@ -150,11 +150,22 @@ def decide(
     content_type: bytes | None = None
     repeated = b""
     preflight = False
-    for name, value in headers:
+    # What goes upstream if the request is forwarded, built in the same pass: the client's headers minus
+    # Authorization and the authorization server's own cookies (see _without_auth_cookies).
+    kept: Headers = []
+    for header in headers:
+        name, value = header
+        if name == b"authorization":
+            authorizations.append(value)
+            continue
+        if name == b"cookie" and AUTH_SERVER_COOKIE_PREFIX in value:
+            filtered = _without_auth_cookies(value)
+            if filtered:
+                kept.append((name, filtered))
+            continue
+        kept.append(header)
         if name == b"host":
             host = value
-        elif name == b"authorization":
-            authorizations.append(value)
         elif name == b"origin":
             repeated = repeated or (name if origin_header is not None else b"")
             origin_header = value
@@ -172,8 +183,8 @@ def decide(
     if repeated:
         # The gate would judge one copy and the upstream might read the other (most frameworks take the
         # first): headers that decide the Origin and Mcp-* checks must be unambiguous.
-        header = repeated.decode("ascii")
-        return _error(400, "invalid_request", f"send at most one {header} header")
+        repeated_name = repeated.decode("ascii")
+        return _error(400, "invalid_request", f"send at most one {repeated_name} header")
 
     origin = origin_of(scheme, host.decode("latin-1"))
     if origin is None:
@@ -200,7 +211,7 @@ def decide(
             if remembered.admits(context.keys, context.issuer, context.revoked, now):
                 return _forward(
                     policy,
-                    headers,
+                    kept,
                     remembered.asserted,
                     remembered.login,
                     remembered.client_id,
@@ -218,7 +229,7 @@ def decide(
         return ToAuthorizationServer()
 
     if policy.is_public(path):
-        return Forward(_upstream_headers(headers), AssertedIdentity(policy.identity_header_names))
+        return Forward(kept, AssertedIdentity(policy.identity_header_names))
     if is_preflight:
         assert origin_header is not None
         return _preflight_answer(_allow_origin(policy, origin_header))
@@ -268,7 +279,7 @@ def decide(
         )
     return _forward(
         policy,
-        headers,
+        kept,
         asserted,
         login,
         identity.client_id,
@@ -292,7 +303,8 @@ def _forward(
     content_type: bytes | None,
     origin_header: bytes | None,
 ) -> Forward:
-    """A request whose token passed: what goes upstream, and the checks still to run on it."""
+    """A request whose token passed: what goes upstream (`headers`: the client's, as kept), and the checks
+    still to run on it."""
     check = None
     if (
         (mcp_method is not None or mcp_name is not None)
@@ -304,7 +316,7 @@ def _forward(
             None if mcp_name is None else mcp_name.decode("latin-1"),
         )
     cors = None if origin_header is None else ResponseCors(_allow_origin(policy, origin_header))
-    return Forward(_upstream_headers(headers), asserted, check, login, cors, client_id)
+    return Forward(headers, asserted, check, login, cors, client_id)
 
 
 def _allow_origin(policy: ProxyAccessPolicy, origin_header: bytes) -> bytes:
@@ -324,21 +336,12 @@ def _preflight_answer(allow_origin: bytes) -> Answer:
     return Answer(204, tuple(headers), b"")
 
 
-def _upstream_headers(headers: Headers) -> Headers:
-    """The client's headers minus Authorization and the authorization server's own cookies: a 2025-03-26
+def _without_auth_cookies(cookie: bytes) -> bytes:
+    """A Cookie header without the authorization server's own cookies ("" when none is left): a 2025-03-26
     client logs in through the resource host, so the browser holds our session cookie for this origin, and
     the upstream must never see it (it could act as the user at /authorize)."""
-    kept: Headers = []
-    for name, value in headers:
-        if name == b"authorization":
-            continue
-        if name == b"cookie" and AUTH_SERVER_COOKIE_PREFIX in value:
-            pairs = [p for p in value.split(b";") if not p.strip().startswith(AUTH_SERVER_COOKIE_PREFIX)]
-            value = b";".join(pairs).strip()
-            if not value:
-                continue
-        kept.append((name, value))
-    return kept
+    pairs = [p for p in cookie.split(b";") if not p.strip().startswith(AUTH_SERVER_COOKIE_PREFIX)]
+    return b";".join(pairs).strip()
 
 
 def effective_scheme(scheme: str, headers: Headers, *, trusted_peer: bool) -> str:
