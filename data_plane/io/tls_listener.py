@@ -158,6 +158,8 @@ class TlsListener:
 
     def close(self) -> None:
         """Stop accepting and abandon handshakes in progress (established connections drain elsewhere)."""
+        if self._closed:
+            return
         self._closed = True
         for handle in self._resume_handles:
             handle.cancel()
