@@ -186,15 +186,21 @@ def _get_over_tls(tls: ssl.SSLSocket, host: str) -> bytes:
     return answer
 
 
+def _serve_app(plane: DataPlane, redis_sync: redis.Redis, http_backend: HttpBackend) -> LocalCA:
+    """app.test proxied to the backend over HTTPS, with a certificate of a new local CA (returned)."""
+    ca = LocalCA()
+    store_certificate(redis_sync, plane, ca.issue("app", ["app.test"]))
+    configure(redis_sync, plane, [proxy_to(http_backend.url, "app.test")])
+    return ca
+
+
 def test_tls13_session_resumes_from_the_one_ticket_sent(
     tls_plane: tuple[DataPlane, int], redis_sync: redis.Redis, http_backend: HttpBackend
 ) -> None:
     # One TLS 1.3 ticket per full handshake (data_plane.tls.contexts.SESSION_TICKETS): a client that kept it
     # resumes without a full handshake, and is proxied as before.
     plane, https_port = tls_plane
-    ca = LocalCA()
-    store_certificate(redis_sync, plane, ca.issue("app", ["app.test"]))
-    configure(redis_sync, plane, [proxy_to(http_backend.url, "app.test")])
+    ca = _serve_app(plane, redis_sync, http_backend)
     context = client_context(ca.pem)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     with socket.create_connection(("127.0.0.1", https_port), timeout=5) as raw:
@@ -217,9 +223,7 @@ def test_a_burst_of_new_connections_is_accepted_and_served(
     from data_plane.io.tls_listener import ACCEPT_BATCH
 
     plane, https_port = tls_plane
-    ca = LocalCA()
-    store_certificate(redis_sync, plane, ca.issue("app", ["app.test"]))
-    configure(redis_sync, plane, [proxy_to(http_backend.url, "app.test")])
+    ca = _serve_app(plane, redis_sync, http_backend)
     before = _handshake_count(plane, "ok")
     count = ACCEPT_BATCH * 2 + 5
     raws = [socket.create_connection(("127.0.0.1", https_port), timeout=10) for _ in range(count)]
