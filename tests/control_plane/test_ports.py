@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared import keys
-from tests.harness.services import RedisServer, free_port
+from tests.harness.services import RedisServer, free_port, start_redis
 
 from .conftest import ADMIN, RunningControlPlane, bearer, control_plane_env, start_control_plane
 
@@ -69,6 +69,19 @@ def _start(redis_server: RedisServer, log_dir: Path, **extra: str) -> RunningCon
     env = control_plane_env(redis_server, port)
     env.update(ACME_WORKER_ENABLED="false", **extra)
     return RunningControlPlane(f"http://127.0.0.1:{port}", start_control_plane(env, port, log_dir), env)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's own redis-server (it overrides the session's for these tests and their `redis_client`).
+    The reclaim test waits for its control plane's reconcile pass, and the control plane another module
+    keeps running for the whole session (the auth tests') takes the same reconcile lock for 27 s of every
+    30 s on a shared Redis: the reclaim would then come only from that one, up to 30 s later."""
+    server = start_redis(tmp_path_factory.mktemp("redis-ports"))
+    try:
+        yield server
+    finally:
+        server.service.stop()
 
 
 @pytest.fixture
