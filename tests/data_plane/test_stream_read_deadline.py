@@ -67,13 +67,13 @@ def test_waits_with_the_same_timeout_share_one_timer_and_still_expire() -> None:
     async def scenario() -> None:
         stream, peer, server = await _pair()
         try:
-            timers = set()
+            timers = []  # the handles themselves: kept alive, so no id can be reused by a new timer
             for _ in range(20):
                 waiting = stream.wait_for_data(0.3)
-                timers.add(id(stream._read_timer))
+                timers.append(stream._read_timer)
                 peer.write(b"x")
                 await waiting
-            assert len(timers) == 1  # armed once for all twenty waits
+            assert timers[0] is not None and all(t is timers[0] for t in timers)  # armed once for all twenty
             started = time.monotonic()
             with pytest.raises(ChannelTimeout):
                 await stream.wait_for_data(0.3)  # the timer fires early for this wait, re-arms, expires it
